@@ -1,0 +1,219 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* Hosted sparse extents ("KDMV"): monolithicSparse, twoGbMaxExtentSparse,
+ * custom SPARSE extents, and the container of streamOptimized images
+ * (whose grains are compressed, see stream.c).
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "checked.h"
+#include "error.h"
+#include "extent.h"
+#include "header.h"
+#include "le.h"
+#include "stream.h"
+
+/* The grain directory is held in memory: cap it (4 Mi tables is 2 TiB
+ * even with 512-byte grains and 512 entries per table).
+ */
+#define SPARSE_MAX_GTS (UINT64_C (4) << 20)
+
+struct sparse {
+  struct sparse_header h;
+  struct grain_dir dir;
+  struct stream *stream;        /* compressed grains, else NULL */
+};
+
+static int
+sparse_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
+               uint32_t gte_index, enum grain_kind *kind,
+               uint64_t *file_offset)
+{
+  const struct sparse *s = d->opaque;
+
+  if (gte == 0) {
+    *kind = GRAIN_UNALLOC;
+    return 0;
+  }
+  if (gte == 1 && (s->h.flags & SPARSE_FLAG_ZERO_GRAIN)) {
+    *kind = GRAIN_ZERO;
+    return 0;
+  }
+  /* Grains never overlap the header, and start inside the file. */
+  if (gte * SECTOR >= d->file_size || gte < 1)
+    return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
+                       " = %" PRIu64 " points outside the file (size %"
+                       PRIu64 " bytes): corrupt image",
+                       d->io->name, gt_index, gte_index, gte, d->file_size);
+  *kind = (s->h.flags & SPARSE_FLAG_COMPRESSED) ? GRAIN_COMPRESSED
+                                                 : GRAIN_DATA;
+  *file_offset = gte * SECTOR;
+  return 0;
+}
+
+/* streamOptimized images written in one pass (GD_AT_END) keep the real
+ * header in a footer: footer marker, footer, end-of-stream marker in the
+ * last three sectors.  "The footer takes precedence on the header".
+ */
+static int
+read_footer (struct vmdk_io *io, uint64_t file_size, struct sparse_header *h)
+{
+  unsigned char buf[3 * SECTOR];
+  const unsigned char *marker = buf, *footer = buf + SECTOR,
+    *eos = buf + 2 * SECTOR;
+
+  if (file_size < 4 * SECTOR)
+    return vmdk_error (EINVAL, "%s: gdOffset is GD_AT_END but the file is "
+                       "too short to hold a footer", io->name);
+  if (io_pread_full (io, buf, sizeof buf, file_size - sizeof buf,
+                     "footer") == -1)
+    return -1;
+  if (get_le32 (marker + 8) != 0 || get_le32 (marker + 12) != MARKER_FOOTER)
+    goto bad;
+  if (get_le64 (eos) != 0 || get_le32 (eos + 8) != 0 ||
+      get_le32 (eos + 12) != MARKER_EOS)
+    goto bad;
+  if (sparse_header_decode (footer, h, io->name) == -1)
+    return vmdk_error_prefix ("footer");
+  if (h->gd_offset == SPARSE_GD_AT_END)
+    return vmdk_error (EINVAL, "%s: footer gdOffset is GD_AT_END too",
+                       io->name);
+  return 0;
+
+ bad:
+  return vmdk_error (EINVAL, "%s: gdOffset is GD_AT_END but there is no "
+                     "valid footer marker, footer and end-of-stream marker "
+                     "in the last 3 sectors (truncated image?)", io->name);
+}
+
+static int
+load_gd (struct sparse *s, const char *name)
+{
+  struct grain_dir *d = &s->dir;
+  uint64_t coverage = s->h.grain_size * s->h.num_gtes_per_gt; /* sectors */
+  uint64_t gd_bytes, gd_start, i;
+  unsigned char *raw;
+
+  d->nr_gts = div_round_up (s->h.capacity, coverage);
+  if (d->nr_gts > SPARSE_MAX_GTS)
+    return vmdk_error (EINVAL, "%s: the grain directory would have %" PRIu64
+                       " entries (capacity %" PRIu64 " sectors / %" PRIu64
+                       " sectors per table), more than the limit %" PRIu64,
+                       name, d->nr_gts, s->h.capacity, coverage,
+                       SPARSE_MAX_GTS);
+  gd_bytes = d->nr_gts * 4;
+  if (MUL_OVERFLOW (s->h.gd_offset, (uint64_t) SECTOR, &gd_start) ||
+      gd_start > d->file_size || gd_bytes > d->file_size - gd_start)
+    return vmdk_error (EINVAL, "%s: grain directory at sector %" PRIu64
+                       " (%" PRIu64 " entries) lies beyond the end of the "
+                       "file (%" PRIu64 " bytes)", name, s->h.gd_offset,
+                       d->nr_gts, d->file_size);
+
+  raw = malloc (gd_bytes ? gd_bytes : 1);
+  d->gt_offsets = calloc (d->nr_gts ? d->nr_gts : 1, sizeof (uint64_t));
+  if (raw == NULL || d->gt_offsets == NULL) {
+    free (raw);
+    return vmdk_error (ENOMEM, "malloc: grain directory: %m");
+  }
+  if (io_pread_full (d->io, raw, gd_bytes, gd_start, "grain directory")) {
+    free (raw);
+    return -1;
+  }
+  for (i = 0; i < d->nr_gts; ++i)
+    d->gt_offsets[i] = (uint64_t) get_le32 (raw + i * 4) * SECTOR;
+  free (raw);
+  return grain_dir_init (d, name);
+}
+
+static int
+sparse_lookup (struct extent *e, uint64_t offset, uint64_t max, bool for_map,
+               struct run *run)
+{
+  struct sparse *s = e->priv;
+
+  return grain_dir_lookup (&s->dir, offset, max, run);
+}
+
+static int
+sparse_read_compressed (struct extent *e, const struct run *run,
+                        uint64_t offset, void *buf, size_t count)
+{
+  struct sparse *s = e->priv;
+
+  return stream_read (s->stream, run, offset, buf, count);
+}
+
+static void
+sparse_free (struct extent *e)
+{
+  struct sparse *s = e->priv;
+
+  if (s) {
+    grain_dir_free (&s->dir);
+    stream_free (s->stream);
+    free (s);
+  }
+}
+
+static const struct extent_ops sparse_ops = {
+  .kind = "SPARSE",
+  .lookup = sparse_lookup,
+  .read_compressed = sparse_read_compressed,
+  .free = sparse_free,
+};
+
+int
+extent_sparse_init (struct extent *e, struct gtcache *cache)
+{
+  const char *name = e->io->name;
+  unsigned char buf[SPARSE_HEADER_SIZE];
+  struct sparse *s;
+
+  s = calloc (1, sizeof *s);
+  if (s == NULL)
+    return vmdk_error (ENOMEM, "calloc: %m");
+  e->priv = s;
+  e->ops = &sparse_ops;
+
+  if (e->io->ops->get_size (e->io, &s->dir.file_size) == -1 ||
+      io_pread_full (e->io, buf, sizeof buf, 0, "sparse header") == -1 ||
+      sparse_header_decode (buf, &s->h, name) == -1)
+    return -1;
+  if (s->h.gd_offset == SPARSE_GD_AT_END &&
+      read_footer (e->io, s->dir.file_size, &s->h) == -1)
+    return -1;
+
+  e->grain_size = s->h.grain_size * SECTOR;
+  s->dir.cache = cache;
+  s->dir.io = e->io;
+  s->dir.gtes_per_gt = s->h.num_gtes_per_gt;
+  s->dir.gte_size = 4;
+  s->dir.grain_bytes = e->grain_size;
+  s->dir.decode = sparse_decode;
+  s->dir.opaque = s;
+  if (load_gd (s, name) == -1)
+    return -1;
+
+  if (s->h.flags & SPARSE_FLAG_COMPRESSED) {
+    s->stream = stream_new (e->io, s->dir.file_size, e->grain_size,
+                            e->length, s->h.flags & SPARSE_FLAG_MARKERS);
+    if (s->stream == NULL)
+      return -1;
+  }
+  vmdk_debug (VMDK_DEBUG_OPEN, "%s: sparse v%" PRIu32 " flags 0x%" PRIx32
+              " capacity %" PRIu64 " grain %" PRIu64 " gtes/gt %" PRIu32
+              " gd@%" PRIu64 " rgd@%" PRIu64 " overhead %" PRIu64
+              " tables %" PRIu64 "%s", name, s->h.version, s->h.flags,
+              s->h.capacity, s->h.grain_size, s->h.num_gtes_per_gt,
+              s->h.gd_offset, s->h.rgd_offset, s->h.overhead, s->dir.nr_gts,
+              s->h.unclean_shutdown ? " (unclean shutdown flag set)" : "");
+  return 0;
+}

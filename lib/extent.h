@@ -1,0 +1,114 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* One interface every extent kind implements.
+ *
+ * The image splits each request by virtual offset across extents; an
+ * extent answers "what is at this offset, and for how long is it the
+ * same kind of thing?" (lookup), returning a run.  Reads and block
+ * status are both built on runs, so the two can never disagree, and
+ * physically contiguous grains come back as one run (one pread).
+ */
+
+#ifndef VMDK_EXTENT_H
+#define VMDK_EXTENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "descriptor.h"
+#include "io.h"
+
+struct gtcache;
+
+enum run_kind {
+  RUN_DATA,          /* bytes at file_offset in the extent file */
+  RUN_ZERO,          /* allocated, reads as zeroes (zeroed grain) */
+  RUN_HOLE,          /* not allocated, reads as zeroes, never falls
+                        through to a parent (ZERO extent, host hole) */
+  RUN_UNALLOC,       /* not allocated in this link: parent, else zeroes */
+  RUN_COMPRESSED,    /* one compressed grain, read via read_compressed */
+};
+
+struct run {
+  enum run_kind kind;
+  uint64_t length;          /* bytes from the looked-up offset */
+  uint64_t file_offset;     /* DATA: file offset of the looked-up byte;
+                               COMPRESSED: file offset of the grain */
+  uint64_t grain_start;     /* COMPRESSED: extent offset of the grain */
+};
+
+struct extent;
+
+struct extent_ops {
+  const char *kind;
+  /* Describe offset (relative to the extent start).  max > 0 bounds the
+   * run length the caller wants; the run may be shorter.  for_map asks
+   * for a finer answer where that costs extra (host-file holes).
+   */
+  int (*lookup) (struct extent *e, uint64_t offset, uint64_t max,
+                 bool for_map, struct run *run);
+  /* Read count bytes at offset from the compressed grain in run. */
+  int (*read_compressed) (struct extent *e, const struct run *run,
+                          uint64_t offset, void *buf, size_t count);
+  void (*free) (struct extent *e);
+};
+
+struct extent {
+  const struct extent_ops *ops;
+  uint64_t start;               /* virtual byte offset in the image */
+  uint64_t length;              /* bytes */
+  enum extent_access access;
+  struct vmdk_io *io;           /* borrowed from the image; NULL for ZERO */
+  const char *line;             /* descriptor line, for messages */
+  uint32_t grain_size;          /* bytes; 0 if not grain-structured */
+  void *priv;
+};
+
+/* Constructors.  Each validates everything it reads from io. */
+extern int extent_flat_init (struct extent *e, uint64_t offset_sectors);
+extern int extent_zero_init (struct extent *e);
+/* A hosted sparse (KDMV) extent, plain or streamOptimized.  If header
+ * is non-NULL it is the already-read first sector.
+ */
+extern int extent_sparse_init (struct extent *e, struct gtcache *cache);
+
+/* A two-level grain directory (GD in memory, GTs through the cache),
+ * shared by KDMV, COWD and seSparse: only the entry decoding differs.
+ */
+enum grain_kind { GRAIN_UNALLOC, GRAIN_ZERO, GRAIN_DATA, GRAIN_COMPRESSED };
+
+struct grain_dir;
+/* Decode one grain-table entry; returns -1 (with error) if corrupt. */
+typedef int (*gte_decode_fn) (const struct grain_dir *d, uint64_t gte,
+                              uint64_t gt_index, uint32_t gte_index,
+                              enum grain_kind *kind, uint64_t *file_offset);
+
+#define GD_BAD UINT64_MAX       /* GD entry that failed validation */
+
+struct grain_dir {
+  struct gtcache *cache;
+  uint32_t owner;
+  struct vmdk_io *io;
+  uint64_t file_size;
+  uint64_t *gt_offsets;         /* byte offset of each GT; 0 none */
+  uint64_t nr_gts;
+  uint32_t gtes_per_gt;
+  uint32_t gte_size;            /* 4 or 8 */
+  uint64_t grain_bytes;
+  gte_decode_fn decode;
+  const void *opaque;           /* for decode */
+};
+
+/* Set up the directory.  gt_offsets must already be filled by the
+ * caller; this validates each against the file size (a GT outside the
+ * file becomes GD_BAD and reads of its range fail with EIO).
+ */
+extern int grain_dir_init (struct grain_dir *d, const char *name);
+extern void grain_dir_free (struct grain_dir *d);
+extern int grain_dir_lookup (struct grain_dir *d, uint64_t offset,
+                             uint64_t max, struct run *run);
+
+#endif /* VMDK_EXTENT_H */

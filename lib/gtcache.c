@@ -1,0 +1,251 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+#include <config.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gtcache.h"
+
+#define NR_SHARDS 64            /* power of 2 */
+#define BUCKETS_PER_SHARD 256   /* power of 2 */
+
+struct gt_entry {
+  atomic_uint refs;             /* the cache's reference + pins */
+  uint64_t key;
+  size_t bytes;
+  struct gt_entry *hash_next;
+  struct gt_entry *lru_prev, *lru_next;   /* most recent at head */
+  _Alignas (8) unsigned char data[];
+};
+
+struct shard {
+  pthread_mutex_t lock;
+  struct gt_entry *buckets[BUCKETS_PER_SHARD];
+  struct gt_entry *lru_head, *lru_tail;
+  uint64_t bytes, budget;
+  uint64_t hits, misses, evictions;
+};
+
+struct gtcache {
+  struct shard shards[NR_SHARDS];
+  atomic_uint next_owner;
+};
+
+static inline uint64_t
+hash_key (uint64_t k)
+{
+  k ^= k >> 33;
+  k *= UINT64_C (0xff51afd7ed558ccd);
+  k ^= k >> 33;
+  return k;
+}
+
+static struct shard *
+shard_of (struct gtcache *c, uint64_t h)
+{
+  return &c->shards[h & (NR_SHARDS - 1)];
+}
+
+static struct gt_entry **
+bucket_of (struct shard *s, uint64_t h)
+{
+  return &s->buckets[(h >> 8) & (BUCKETS_PER_SHARD - 1)];
+}
+
+struct gtcache *
+gtcache_new (uint64_t budget_bytes)
+{
+  struct gtcache *c = calloc (1, sizeof *c);
+  size_t i;
+
+  if (c == NULL)
+    return NULL;
+  for (i = 0; i < NR_SHARDS; ++i) {
+    pthread_mutex_init (&c->shards[i].lock, NULL);
+    c->shards[i].budget = budget_bytes / NR_SHARDS;
+  }
+  atomic_init (&c->next_owner, 1);
+  return c;
+}
+
+uint32_t
+gtcache_new_owner (struct gtcache *c)
+{
+  return atomic_fetch_add (&c->next_owner, 1);
+}
+
+void
+gtcache_unpin (struct gt_entry *e)
+{
+  if (e && atomic_fetch_sub (&e->refs, 1) == 1)
+    free (e);
+}
+
+void
+gtcache_free (struct gtcache *c)
+{
+  size_t i;
+  struct gt_entry *e, *next;
+
+  if (c == NULL)
+    return;
+  for (i = 0; i < NR_SHARDS; ++i) {
+    for (e = c->shards[i].lru_head; e; e = next) {
+      next = e->lru_next;
+      gtcache_unpin (e);
+    }
+    pthread_mutex_destroy (&c->shards[i].lock);
+  }
+  free (c);
+}
+
+static void
+lru_unlink (struct shard *s, struct gt_entry *e)
+{
+  if (e->lru_prev) e->lru_prev->lru_next = e->lru_next;
+  else s->lru_head = e->lru_next;
+  if (e->lru_next) e->lru_next->lru_prev = e->lru_prev;
+  else s->lru_tail = e->lru_prev;
+}
+
+static void
+lru_push_head (struct shard *s, struct gt_entry *e)
+{
+  e->lru_prev = NULL;
+  e->lru_next = s->lru_head;
+  if (s->lru_head) s->lru_head->lru_prev = e;
+  s->lru_head = e;
+  if (s->lru_tail == NULL) s->lru_tail = e;
+}
+
+static struct gt_entry *
+find_locked (struct shard *s, uint64_t h, uint64_t key)
+{
+  struct gt_entry *e;
+
+  for (e = *bucket_of (s, h); e; e = e->hash_next)
+    if (e->key == key)
+      return e;
+  return NULL;
+}
+
+void *
+gtcache_get (struct gtcache *c, uint64_t key, struct gt_entry **pin)
+{
+  uint64_t h = hash_key (key);
+  struct shard *s = shard_of (c, h);
+  struct gt_entry *e;
+
+  pthread_mutex_lock (&s->lock);
+  e = find_locked (s, h, key);
+  if (e) {
+    atomic_fetch_add (&e->refs, 1);
+    if (s->lru_head != e) {
+      lru_unlink (s, e);
+      lru_push_head (s, e);
+    }
+    s->hits++;
+  }
+  else
+    s->misses++;
+  pthread_mutex_unlock (&s->lock);
+  *pin = e;
+  return e ? e->data : NULL;
+}
+
+struct gt_entry *
+gtcache_alloc (size_t bytes)
+{
+  struct gt_entry *e = malloc (sizeof *e + bytes);
+
+  if (e == NULL)
+    return NULL;
+  memset (e, 0, sizeof *e);
+  e->bytes = bytes;
+  return e;
+}
+
+void *
+gtcache_data (struct gt_entry *e)
+{
+  return e->data;
+}
+
+void
+gtcache_discard (struct gt_entry *e)
+{
+  free (e);
+}
+
+/* Drop least recently used entries until the shard is within budget,
+ * but always keep the newest entry (a budget smaller than one table
+ * still caches one).
+ */
+static void
+evict_locked (struct shard *s)
+{
+  while (s->bytes > s->budget && s->lru_tail && s->lru_tail != s->lru_head) {
+    struct gt_entry *victim = s->lru_tail, **pp;
+    uint64_t h = hash_key (victim->key);
+
+    for (pp = bucket_of (s, h); *pp != victim; pp = &(*pp)->hash_next)
+      ;
+    *pp = victim->hash_next;
+    lru_unlink (s, victim);
+    s->bytes -= victim->bytes;
+    s->evictions++;
+    gtcache_unpin (victim);     /* the cache's reference */
+  }
+}
+
+struct gt_entry *
+gtcache_insert (struct gtcache *c, uint64_t key, struct gt_entry *e)
+{
+  uint64_t h = hash_key (key);
+  struct shard *s = shard_of (c, h);
+  struct gt_entry *old, **b;
+
+  pthread_mutex_lock (&s->lock);
+  old = find_locked (s, h, key);
+  if (old) {
+    atomic_fetch_add (&old->refs, 1);
+    pthread_mutex_unlock (&s->lock);
+    free (e);
+    return old;
+  }
+  e->key = key;
+  atomic_init (&e->refs, 2);    /* the cache's and the caller's */
+  b = bucket_of (s, h);
+  e->hash_next = *b;
+  *b = e;
+  lru_push_head (s, e);
+  s->bytes += e->bytes;
+  evict_locked (s);
+  pthread_mutex_unlock (&s->lock);
+  return e;
+}
+
+void
+gtcache_get_stats (struct gtcache *c, struct gtcache_stats *st)
+{
+  size_t i;
+
+  memset (st, 0, sizeof *st);
+  for (i = 0; i < NR_SHARDS; ++i) {
+    struct shard *s = &c->shards[i];
+
+    pthread_mutex_lock (&s->lock);
+    st->hits += s->hits;
+    st->misses += s->misses;
+    st->evictions += s->evictions;
+    st->bytes += s->bytes;
+    pthread_mutex_unlock (&s->lock);
+  }
+}

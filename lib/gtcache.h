@@ -1,0 +1,67 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* A bounded, concurrent cache of grain tables (raw on-disk bytes),
+ * shared by all extents of an image.
+ *
+ * The cache is split into shards, each with its own mutex and LRU list,
+ * so parallel requests rarely contend.  A lookup pins the table (a
+ * reference count) and the caller reads it with no lock held; eviction
+ * only drops the cache's own reference, so a pinned table stays valid
+ * until its last user unpins it.
+ */
+
+#ifndef VMDK_GTCACHE_H
+#define VMDK_GTCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct gtcache;
+struct gt_entry;
+
+extern struct gtcache *gtcache_new (uint64_t budget_bytes);
+extern void gtcache_free (struct gtcache *c);
+
+/* A key unique to one table: an owner id (one per extent) and the
+ * table's index in its directory.
+ */
+static inline uint64_t
+gtcache_key (uint32_t owner, uint32_t index)
+{
+  return ((uint64_t) owner << 32) | index;
+}
+
+/* Allocate a new owner id. */
+extern uint32_t gtcache_new_owner (struct gtcache *c);
+
+/* Find a table.  On a hit, returns its bytes and pins it in *pin. */
+extern void *gtcache_get (struct gtcache *c, uint64_t key,
+                          struct gt_entry **pin);
+
+/* Allocate an entry of the given size for the caller to fill; it is
+ * not visible until gtcache_insert.  Returns NULL on ENOMEM.
+ */
+extern struct gt_entry *gtcache_alloc (size_t bytes);
+extern void *gtcache_data (struct gt_entry *e);
+/* Discard an entry that was never inserted. */
+extern void gtcache_discard (struct gt_entry *e);
+
+/* Publish a filled entry and return it pinned.  If another thread
+ * inserted the same key first, e is discarded and the existing entry
+ * is returned pinned instead.
+ */
+extern struct gt_entry *gtcache_insert (struct gtcache *c, uint64_t key,
+                                        struct gt_entry *e);
+
+extern void gtcache_unpin (struct gt_entry *e);
+
+/* Statistics (for debugging and tests). */
+struct gtcache_stats {
+  uint64_t hits, misses, evictions, bytes;
+};
+extern void gtcache_get_stats (struct gtcache *c, struct gtcache_stats *s);
+
+#endif /* VMDK_GTCACHE_H */

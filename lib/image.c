@@ -1,0 +1,517 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* The image: a descriptor, extents ordered by virtual offset, and the
+ * read / block-status paths that split requests across extents.
+ *
+ * Everything is parsed and validated in vmdk_open; afterwards the image
+ * is immutable except for the grain-table cache, which has its own
+ * sharded locks.  So reads take no image-wide lock.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "descriptor.h"
+#include "error.h"
+#include "extent.h"
+#include "gtcache.h"
+#include "header.h"
+#include "io.h"
+#include "le.h"
+#include "vmdk.h"
+
+/* Preferred I/O size advertised for images without grains (flat). */
+#define FLAT_PREFERRED_BLOCK 65536
+
+struct vmdk_image {
+  struct vmdk_source *src;
+  char *name;
+  struct descriptor *desc;
+  struct vmdk_io **ios;         /* every file opened, each once */
+  size_t nr_ios;
+  struct extent *extents;
+  size_t nr_extents;
+  uint64_t size;
+  uint32_t grain_size;
+  struct gtcache *cache;
+};
+
+void
+vmdk_close (struct vmdk_image *img)
+{
+  size_t i;
+
+  if (img == NULL)
+    return;
+  for (i = 0; i < img->nr_extents; ++i)
+    if (img->extents[i].ops)
+      img->extents[i].ops->free (&img->extents[i]);
+  free (img->extents);
+  for (i = 0; i < img->nr_ios; ++i)
+    io_close (img->ios[i]);
+  free (img->ios);
+  descriptor_free (img->desc);
+  gtcache_free (img->cache);
+  if (img->src)
+    img->src->ops->close (img->src);
+  free (img->name);
+  free (img);
+}
+
+uint64_t
+vmdk_get_size (const struct vmdk_image *img)
+{
+  return img->size;
+}
+
+uint32_t
+vmdk_get_grain_size (const struct vmdk_image *img)
+{
+  return img->grain_size;
+}
+
+const char *
+vmdk_get_create_type (const struct vmdk_image *img)
+{
+  return img->desc->create_type;
+}
+
+size_t
+vmdk_get_extent_count (const struct vmdk_image *img)
+{
+  return img->nr_extents;
+}
+
+static int
+remember_io (struct vmdk_image *img, struct vmdk_io *io)
+{
+  struct vmdk_io **ios = realloc (img->ios, (img->nr_ios + 1) * sizeof *ios);
+
+  if (ios == NULL) {
+    io_close (io);
+    return vmdk_error (ENOMEM, "realloc: %m");
+  }
+  img->ios = ios;
+  img->ios[img->nr_ios++] = io;
+  return 0;
+}
+
+/* Open an extent file, sharing the io if several lines name one file. */
+static struct vmdk_io *
+open_extent_file (struct vmdk_image *img, const char *filename)
+{
+  struct vmdk_io *io;
+  size_t i;
+
+  for (i = 0; i < img->nr_ios; ++i)
+    if (strcmp (img->ios[i]->name, filename) == 0)
+      return img->ios[i];
+  io = img->src->ops->open (img->src, filename, true);
+  if (io == NULL || remember_io (img, io) == -1)
+    return NULL;
+  return io;
+}
+
+/* Read the descriptor embedded in a sparse file, if there is one. */
+static int
+read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
+                          const struct sparse_header *h)
+{
+  uint64_t off, len, file_size;
+  char *text;
+
+  if (h->desc_offset == 0 || h->desc_size == 0)
+    return 0;
+  if (io->ops->get_size (io, &file_size) == -1)
+    return -1;
+  if (MUL_OVERFLOW (h->desc_offset, (uint64_t) SECTOR, &off) ||
+      off >= file_size)
+    return vmdk_error (EINVAL, "%s: descriptorOffset %" PRIu64 " sectors "
+                       "lies beyond the end of the file", io->name,
+                       h->desc_offset);
+  /* Cap what we read: the parser rejects longer descriptors anyway. */
+  len = MIN (h->desc_size, (uint64_t) DESCRIPTOR_MAX_BYTES / SECTOR + 1);
+  len = MIN (len * SECTOR, file_size - off);
+  text = malloc (len);
+  if (text == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  if (io_pread_full (io, text, len, off, "embedded descriptor") == -1) {
+    free (text);
+    return -1;
+  }
+  img->desc = descriptor_parse (text, len, io->name);
+  free (text);
+  if (img->desc == NULL)
+    return -1;
+  /* The embedded descriptor describes this very file, whatever name it
+   * gives (ovftool writes "generated-stream.vmdk"): never open that name.
+   */
+  if (img->desc->nr_extents != 1 ||
+      img->desc->extents[0].type != EXTENT_SPARSE)
+    return vmdk_error (EINVAL, "%s: the embedded descriptor must describe "
+                       "exactly one SPARSE extent (this file), it has %zu "
+                       "extent lines", io->name, img->desc->nr_extents);
+  return 0;
+}
+
+/* A bare sparse extent with no descriptor: describe it as itself. */
+static int
+synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
+                       const struct sparse_header *h)
+{
+  struct descriptor *d = calloc (1, sizeof *d);
+
+  img->desc = d;
+  if (d == NULL ||
+      (d->extents = calloc (1, sizeof *d->extents)) == NULL ||
+      (d->create_type = strdup ("monolithicSparse")) == NULL ||
+      (d->extents[0].line = strdup ("(no descriptor)")) == NULL)
+    return vmdk_error (ENOMEM, "calloc: %m");
+  if (h->capacity == 0)
+    return vmdk_error (EINVAL, "%s: sparse header capacity is 0 and there "
+                       "is no descriptor", io->name);
+  d->nr_extents = 1;
+  d->version = 1;
+  d->parent_cid = CID_NONE;
+  d->extents[0].access = ACCESS_RW;
+  d->extents[0].sectors = h->capacity;
+  d->extents[0].type = EXTENT_SPARSE;
+  return 0;
+}
+
+/* Read the main file: a sparse file with (or without) an embedded
+ * descriptor, or a text descriptor.  On return img->desc is set, and
+ * *self is the main file's io if it is itself the (only) extent.
+ */
+static int
+read_main_file (struct vmdk_image *img, struct vmdk_io *io,
+                struct vmdk_io **self)
+{
+  unsigned char first[SPARSE_HEADER_SIZE];
+  uint64_t size;
+  int64_t n;
+  char *text;
+
+  *self = NULL;
+  n = io->ops->pread (io, first, sizeof first, 0);
+  if (n == -1)
+    return -1;
+  if (n >= 4 && sparse_header_is_magic (first)) {
+    struct sparse_header h;
+
+    if (n < SPARSE_HEADER_SIZE)
+      return vmdk_error (EINVAL, "%s: sparse header is truncated (%" PRId64
+                         " of %d bytes)", io->name, n, SPARSE_HEADER_SIZE);
+    if (sparse_header_decode (first, &h, io->name) == -1)
+      return -1;
+    *self = io;
+    if (read_embedded_descriptor (img, io, &h) == -1)
+      return -1;
+    if (img->desc == NULL)
+      return synthesize_descriptor (img, io, &h);
+    return 0;
+  }
+  if (n >= 4 && memcmp (first, "COWD", 4) == 0)
+    return vmdk_error (ENOTSUP, "%s: COWD (VMDK3 / vmfsSparse) extents are "
+                       "not supported yet", io->name);
+
+  if (io->ops->get_size (io, &size) == -1)
+    return -1;
+  if (!descriptor_probe ((const char *) first, n))
+    return vmdk_error (EINVAL, "%s: not a VMDK file: no sparse header magic "
+                       "(\"KDMV\"/\"COWD\") and no text descriptor",
+                       io->name);
+  if (size > DESCRIPTOR_MAX_BYTES)
+    return vmdk_error (EINVAL, "%s: descriptor file is %" PRIu64 " bytes, "
+                       "larger than the limit of %d", io->name, size,
+                       DESCRIPTOR_MAX_BYTES);
+  text = malloc (size + 1);
+  if (text == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  if (io_pread_full (io, text, size, 0, "descriptor") == -1) {
+    free (text);
+    return -1;
+  }
+  img->desc = descriptor_parse (text, size, io->name);
+  free (text);
+  return img->desc ? 0 : -1;
+}
+
+static int
+init_extent (struct vmdk_image *img, struct extent *e,
+             const struct descriptor_extent *de, struct vmdk_io *self)
+{
+  unsigned char magic[4];
+  int64_t n;
+
+  if (de->type == EXTENT_ZERO)
+    return extent_zero_init (e);
+
+  e->io = self ? self : open_extent_file (img, de->filename);
+  if (e->io == NULL)
+    return -1;
+
+  switch (de->type) {
+  case EXTENT_FLAT:
+    return extent_flat_init (e, de->offset);
+  case EXTENT_VMFS:
+    return extent_flat_init (e, 0);
+  case EXTENT_SPARSE:
+    n = e->io->ops->pread (e->io, magic, sizeof magic, 0);
+    if (n == -1)
+      return -1;
+    if (n == 4 && sparse_header_is_magic (magic))
+      return extent_sparse_init (e, img->cache);
+    if (n == 4 && memcmp (magic, "COWD", 4) == 0)
+      return vmdk_error (ENOTSUP, "%s: COWD (VMDK3) extents are not "
+                         "supported yet", e->io->name);
+    return vmdk_error (EINVAL, "%s: SPARSE extent has no sparse header "
+                       "magic (\"KDMV\")", e->io->name);
+  case EXTENT_VMFSSPARSE:
+  case EXTENT_SESPARSE:
+  default:
+    return vmdk_error (ENOTSUP, "%s: %s extents are not supported yet",
+                       e->io->name, extent_type_name (de->type));
+  }
+}
+
+static int
+build_extents (struct vmdk_image *img, struct vmdk_io *self)
+{
+  const struct descriptor *d = img->desc;
+  uint64_t start = 0;
+  size_t i;
+
+  img->extents = calloc (d->nr_extents, sizeof *img->extents);
+  if (img->extents == NULL)
+    return vmdk_error (ENOMEM, "calloc: %m");
+  for (i = 0; i < d->nr_extents; ++i) {
+    const struct descriptor_extent *de = &d->extents[i];
+    struct extent *e = &img->extents[i];
+
+    e->start = start;
+    e->length = de->sectors * SECTOR;    /* bounded by the parser */
+    e->access = de->access;
+    e->line = de->line;
+    img->nr_extents = i + 1;
+    if (ADD_OVERFLOW (start, e->length, &start) || start > INT64_MAX)
+      return vmdk_error (EINVAL, "%s: extents add up to more than 2^63 "
+                         "bytes", img->name);
+    if (init_extent (img, e, de, self) == -1)
+      return vmdk_error_prefix ("%s: line %u: extent \"%s\"", img->name,
+                                de->line_no, de->line);
+    img->grain_size = MAX (img->grain_size, e->grain_size);
+  }
+  img->size = start;
+  if (img->grain_size == 0)
+    img->grain_size = FLAT_PREFERRED_BLOCK;
+  return 0;
+}
+
+struct vmdk_image *
+vmdk_open_source (struct vmdk_source *src, const char *name,
+                  const struct vmdk_options *opts)
+{
+  struct vmdk_image *img;
+  struct vmdk_io *main_io, *self;
+  uint64_t budget = opts && opts->gt_cache_bytes ? opts->gt_cache_bytes
+                                                 : VMDK_DEFAULT_GT_CACHE;
+
+  img = calloc (1, sizeof *img);
+  if (img == NULL) {
+    src->ops->close (src);
+    vmdk_error (ENOMEM, "calloc: %m");
+    return NULL;
+  }
+  img->src = src;
+  img->name = strdup (name);
+  img->cache = gtcache_new (budget);
+  if (img->name == NULL || img->cache == NULL) {
+    vmdk_error (ENOMEM, "malloc: %m");
+    goto err;
+  }
+
+  main_io = src->ops->open (src, name, true);
+  if (main_io == NULL || remember_io (img, main_io) == -1)
+    goto err;
+  if (read_main_file (img, main_io, &self) == -1)
+    goto err;
+  if (img->desc->parent_hint || img->desc->parent_cid != CID_NONE) {
+    vmdk_error (ENOTSUP, "%s: this is a snapshot (delta) image with "
+                "parentFileNameHint=\"%s\" parentCID=%08" PRIx32
+                ": parent chains are not supported yet", name,
+                img->desc->parent_hint ? img->desc->parent_hint : "",
+                img->desc->parent_cid);
+    goto err;
+  }
+  if (build_extents (img, self) == -1)
+    goto err;
+  vmdk_debug (VMDK_DEBUG_OPEN, "%s: createType=%s, %zu extents, %" PRIu64
+              " bytes, grain %" PRIu32, name, img->desc->create_type,
+              img->nr_extents, img->size, img->grain_size);
+  return img;
+
+ err:
+  vmdk_close (img);
+  return NULL;
+}
+
+struct vmdk_image *
+vmdk_open (const char *path, const struct vmdk_options *opts)
+{
+  char *real, *dir_copy, *base_copy;
+  struct vmdk_source *src;
+  struct vmdk_image *img = NULL;
+
+  real = realpath (path, NULL);
+  if (real == NULL) {
+    vmdk_error (errno, "realpath: %s: %m", path);
+    return NULL;
+  }
+  dir_copy = strdup (real);
+  base_copy = strdup (real);
+  if (dir_copy == NULL || base_copy == NULL) {
+    vmdk_error (ENOMEM, "strdup: %m");
+    goto out;
+  }
+  src = vmdk_source_posix_new (dirname (dir_copy));
+  if (src)
+    img = vmdk_open_source (src, basename (base_copy), opts);
+ out:
+  free (real);
+  free (dir_copy);
+  free (base_copy);
+  return img;
+}
+
+/* The extent containing offset, which must be < img->size. */
+static struct extent *
+find_extent (struct vmdk_image *img, uint64_t offset)
+{
+  size_t lo = 0, hi = img->nr_extents;
+
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (img->extents[mid].start <= offset)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return &img->extents[lo];
+}
+
+/* Look up the run at image offset, bounded by max and by the extent. */
+static int
+lookup (struct vmdk_image *img, uint64_t offset, uint64_t max, bool for_map,
+        struct extent **ep, struct run *run)
+{
+  struct extent *e = find_extent (img, offset);
+  uint64_t rel = offset - e->start;
+
+  max = MIN (max, e->length - rel);
+  *ep = e;
+  if (e->access == ACCESS_NOACCESS) {
+    if (for_map) {              /* unknown contents: call it data */
+      run->kind = RUN_DATA;
+      run->length = max;
+      return 0;
+    }
+    return vmdk_error (EIO, "%s: read at offset %" PRIu64 " falls in a "
+                       "NOACCESS extent (\"%s\")", img->name, offset,
+                       e->line);
+  }
+  if (e->ops->lookup (e, rel, max, for_map, run) == -1)
+    return -1;
+  if (run->length == 0 || run->length > max)
+    run->length = max;            /* defensive: always make progress */
+  return 0;
+}
+
+int
+vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
+{
+  unsigned char *b = buf;
+  uint64_t end;
+
+  if (ADD_OVERFLOW (offset, (uint64_t) count, &end) || end > img->size)
+    return vmdk_error (EINVAL, "%s: read of %zu bytes at offset %" PRIu64
+                       " is beyond the end of the disk (%" PRIu64 ")",
+                       img->name, count, offset, img->size);
+  while (count > 0) {
+    struct extent *e;
+    struct run run;
+    size_t n;
+
+    if (lookup (img, offset, count, false, &e, &run) == -1)
+      return -1;
+    n = run.length;
+    switch (run.kind) {
+    case RUN_DATA:
+      if (io_pread_zerofill (e->io, b, n, run.file_offset) == -1)
+        return -1;
+      break;
+    case RUN_COMPRESSED:
+      if (e->ops->read_compressed (e, &run, offset - e->start, b, n) == -1)
+        return -1;
+      break;
+    case RUN_ZERO:
+    case RUN_HOLE:
+    case RUN_UNALLOC:
+      memset (b, 0, n);
+      break;
+    }
+    vmdk_debug (VMDK_DEBUG_GRAINS, "pread: offset %" PRIu64 " len %zu "
+                "kind %d file offset %" PRIu64, offset, n, run.kind,
+                run.kind == RUN_DATA ? run.file_offset : 0);
+    b += n;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+static enum vmdk_map_type
+map_type_of (enum run_kind k)
+{
+  switch (k) {
+  case RUN_ZERO: return VMDK_MAP_ZERO;
+  case RUN_HOLE:
+  case RUN_UNALLOC: return VMDK_MAP_HOLE;
+  case RUN_DATA:
+  case RUN_COMPRESSED:
+  default: return VMDK_MAP_DATA;
+  }
+}
+
+int
+vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
+          vmdk_map_fn fn, void *opaque)
+{
+  uint64_t end;
+
+  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
+    end = img->size;
+  while (offset < end) {
+    struct extent *e;
+    struct run run;
+    int r;
+
+    if (lookup (img, offset, end - offset, true, &e, &run) == -1)
+      return -1;
+    r = fn (opaque, offset, run.length, map_type_of (run.kind));
+    if (r != 0)
+      return r == 1 ? 0 : -1;
+    offset += run.length;
+  }
+  return 0;
+}

@@ -1,0 +1,199 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* In-memory files, for unit tests and fuzzers.  Each open returns a
+ * view of the shared file, so writes through one io are seen by others.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "checked.h"
+#include "error.h"
+#include "io.h"
+
+struct mem_file {
+  char *name;
+  unsigned char *data;
+  size_t len;
+  pthread_rwlock_t lock;        /* pwrite may grow data */
+  struct mem_file *next;
+};
+
+struct mem_source {
+  struct vmdk_source src;
+  struct mem_file *files;
+};
+
+struct mem_io {
+  struct vmdk_io io;
+  struct mem_file *f;
+};
+
+static int64_t
+mem_pread (struct vmdk_io *io, void *buf, size_t count, uint64_t offset)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+  size_t n = 0;
+
+  pthread_rwlock_rdlock (&f->lock);
+  if (offset < f->len) {
+    n = f->len - offset;
+    if (n > count)
+      n = count;
+    memcpy (buf, f->data + offset, n);
+  }
+  pthread_rwlock_unlock (&f->lock);
+  return n;
+}
+
+static int
+mem_pwrite (struct vmdk_io *io, const void *buf, size_t count,
+            uint64_t offset)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+  uint64_t end;
+  int r = 0;
+
+  if (ADD_OVERFLOW (offset, (uint64_t) count, &end) || end > SIZE_MAX / 2)
+    return vmdk_error (EFBIG, "pwrite: %s: offset too large", io->name);
+  pthread_rwlock_wrlock (&f->lock);
+  if (end > f->len) {
+    unsigned char *d = realloc (f->data, end);
+    if (d == NULL)
+      r = vmdk_error (ENOMEM, "realloc: %m");
+    else {
+      memset (d + f->len, 0, end - f->len);
+      f->data = d;
+      f->len = end;
+    }
+  }
+  if (r == 0)
+    memcpy (f->data + offset, buf, count);
+  pthread_rwlock_unlock (&f->lock);
+  return r;
+}
+
+static int
+mem_flush (struct vmdk_io *io)
+{
+  return 0;
+}
+
+static int
+mem_get_size (struct vmdk_io *io, uint64_t *size)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+
+  pthread_rwlock_rdlock (&f->lock);
+  *size = f->len;
+  pthread_rwlock_unlock (&f->lock);
+  return 0;
+}
+
+static void
+mem_close (struct vmdk_io *io)
+{
+  free (io->name);
+  free (io);
+}
+
+static const struct vmdk_io_ops mem_io_ops = {
+  .pread = mem_pread,
+  .pwrite = mem_pwrite,
+  .flush = mem_flush,
+  .get_size = mem_get_size,
+  .region = NULL,
+  .close = mem_close,
+};
+
+static struct vmdk_io *
+mem_source_open (struct vmdk_source *src, const char *name, bool readonly)
+{
+  struct mem_source *s = (struct mem_source *) src;
+  struct mem_file *f;
+  struct mem_io *m;
+
+  for (f = s->files; f; f = f->next)
+    if (strcmp (f->name, name) == 0)
+      break;
+  if (f == NULL) {
+    vmdk_error (ENOENT, "open: %s: No such file or directory", name);
+    return NULL;
+  }
+  m = calloc (1, sizeof *m);
+  if (m == NULL || (m->io.name = strdup (name)) == NULL) {
+    free (m);
+    vmdk_error (ENOMEM, "calloc: %m");
+    return NULL;
+  }
+  m->io.ops = &mem_io_ops;
+  m->f = f;
+  return &m->io;
+}
+
+static void
+mem_source_close (struct vmdk_source *src)
+{
+  struct mem_source *s = (struct mem_source *) src;
+  struct mem_file *f, *next;
+
+  for (f = s->files; f; f = next) {
+    next = f->next;
+    pthread_rwlock_destroy (&f->lock);
+    free (f->name);
+    free (f->data);
+    free (f);
+  }
+  free (s);
+}
+
+static const struct vmdk_source_ops mem_source_ops = {
+  .open = mem_source_open,
+  .close = mem_source_close,
+};
+
+struct vmdk_source *
+vmdk_source_memory_new (void)
+{
+  struct mem_source *s = calloc (1, sizeof *s);
+
+  if (s == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    return NULL;
+  }
+  s->src.ops = &mem_source_ops;
+  return &s->src;
+}
+
+int
+vmdk_source_memory_add (struct vmdk_source *src, const char *name,
+                        const void *data, size_t len)
+{
+  struct mem_source *s = (struct mem_source *) src;
+  struct mem_file *f = calloc (1, sizeof *f);
+
+  if (f == NULL)
+    return vmdk_error (ENOMEM, "calloc: %m");
+  f->name = strdup (name);
+  f->data = malloc (len ? len : 1);
+  if (f->name == NULL || f->data == NULL) {
+    free (f->name);
+    free (f->data);
+    free (f);
+    return vmdk_error (ENOMEM, "malloc: %m");
+  }
+  memcpy (f->data, data, len);
+  f->len = len;
+  pthread_rwlock_init (&f->lock, NULL);
+  f->next = s->files;
+  s->files = f;
+  return 0;
+}

@@ -1,0 +1,263 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* Files on a POSIX filesystem.  Extent files are opened beneath the
+ * directory of the descriptor with openat2 (RESOLVE_BENEATH), so that a
+ * hostile descriptor cannot name /etc/shadow or escape with ".." or a
+ * symlink (CVE-2022-47951 was exactly that).  Only regular files are
+ * accepted.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
+
+#include "error.h"
+#include "io.h"
+
+struct posix_io {
+  struct vmdk_io io;
+  int fd;
+};
+
+struct posix_source {
+  struct vmdk_source src;
+  int dirfd;
+  char *dir;
+};
+
+static int64_t
+posix_pread (struct vmdk_io *io, void *buf, size_t count, uint64_t offset)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  char *b = buf;
+  size_t done = 0;
+
+  while (done < count) {
+    ssize_t r = pread (p->fd, b + done, count - done, offset + done);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return vmdk_error (errno, "pread: %s: offset %" PRIu64 ": %m",
+                         io->name, offset + done);
+    }
+    if (r == 0)
+      break;
+    done += r;
+  }
+  return done;
+}
+
+static int
+posix_pwrite (struct vmdk_io *io, const void *buf, size_t count,
+              uint64_t offset)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  const char *b = buf;
+
+  while (count > 0) {
+    ssize_t r = pwrite (p->fd, b, count, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return vmdk_error (errno, "pwrite: %s: offset %" PRIu64 ": %m",
+                         io->name, offset);
+    }
+    b += r;
+    count -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+static int
+posix_flush (struct vmdk_io *io)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  if (fdatasync (p->fd) == -1)
+    return vmdk_error (errno, "fdatasync: %s: %m", io->name);
+  return 0;
+}
+
+static int
+posix_get_size (struct vmdk_io *io, uint64_t *size)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  struct stat st;
+
+  if (fstat (p->fd, &st) == -1)
+    return vmdk_error (errno, "fstat: %s: %m", io->name);
+  *size = st.st_size;
+  return 0;
+}
+
+/* lseek(SEEK_DATA/SEEK_HOLE) compute from the offset given, not from
+ * the file position, so no lock is needed even though the position of
+ * the shared fd changes: we only ever use pread/pwrite.
+ */
+static int
+posix_region (struct vmdk_io *io, uint64_t offset, bool *is_data,
+              uint64_t *end)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  off_t r;
+
+  r = lseek (p->fd, offset, SEEK_DATA);
+  if (r == -1) {
+    if (errno == ENXIO) {       /* hole up to end of file */
+      *is_data = false;
+      *end = UINT64_MAX;
+      return 0;
+    }
+    if (errno == EINVAL || errno == ENOTSUP) { /* no support: all data */
+      *is_data = true;
+      *end = UINT64_MAX;
+      return 0;
+    }
+    return vmdk_error (errno, "lseek: SEEK_DATA: %s: %" PRIu64 ": %m",
+                       io->name, offset);
+  }
+  if ((uint64_t) r > offset) {
+    *is_data = false;
+    *end = r;
+    return 0;
+  }
+  r = lseek (p->fd, offset, SEEK_HOLE);
+  if (r == -1)
+    return vmdk_error (errno, "lseek: SEEK_HOLE: %s: %" PRIu64 ": %m",
+                       io->name, offset);
+  *is_data = true;
+  *end = r;
+  return 0;
+}
+
+static void
+posix_close (struct vmdk_io *io)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  close (p->fd);
+  free (io->name);
+  free (p);
+}
+
+static const struct vmdk_io_ops posix_io_ops = {
+  .pread = posix_pread,
+  .pwrite = posix_pwrite,
+  .flush = posix_flush,
+  .get_size = posix_get_size,
+  .region = posix_region,
+  .close = posix_close,
+};
+
+/* Open name beneath dirfd.  openat2 with RESOLVE_BENEATH refuses
+ * absolute names, ".." escapes and symlinks that leave the directory;
+ * RESOLVE_NO_MAGICLINKS refuses /proc-style magic links.
+ */
+static int
+open_beneath (int dirfd, const char *name, int flags)
+{
+  struct open_how how = {
+    .flags = flags,
+    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+  };
+
+  return syscall (SYS_openat2, dirfd, name, &how, sizeof how);
+}
+
+static struct vmdk_io *
+posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
+{
+  struct posix_source *s = (struct posix_source *) src;
+  struct posix_io *p;
+  struct stat st;
+  int fd;
+
+  if (name[0] == '\0') {
+    vmdk_error (EINVAL, "empty file name");
+    return NULL;
+  }
+  fd = open_beneath (s->dirfd, name,
+                     (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+  if (fd == -1) {
+    if (errno == EXDEV || errno == ELOOP)
+      vmdk_error (EPERM,
+                  "open: %s: refusing a file outside %s "
+                  "(absolute path, \"..\" or symlink escaping the directory)",
+                  name, s->dir);
+    else
+      vmdk_error (errno, "open: %s/%s: %m", s->dir, name);
+    return NULL;
+  }
+  if (fstat (fd, &st) == -1) {
+    vmdk_error (errno, "fstat: %s: %m", name);
+    close (fd);
+    return NULL;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    vmdk_error (EPERM, "open: %s: not a regular file (devices are not "
+                "allowed as extents)", name);
+    close (fd);
+    return NULL;
+  }
+
+  p = calloc (1, sizeof *p);
+  if (p == NULL || (p->io.name = strdup (name)) == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    free (p);
+    close (fd);
+    return NULL;
+  }
+  p->io.ops = &posix_io_ops;
+  p->fd = fd;
+  return &p->io;
+}
+
+static void
+posix_source_close (struct vmdk_source *src)
+{
+  struct posix_source *s = (struct posix_source *) src;
+
+  close (s->dirfd);
+  free (s->dir);
+  free (s);
+}
+
+static const struct vmdk_source_ops posix_source_ops = {
+  .open = posix_source_open,
+  .close = posix_source_close,
+};
+
+struct vmdk_source *
+vmdk_source_posix_new (const char *dir)
+{
+  struct posix_source *s;
+
+  s = calloc (1, sizeof *s);
+  if (s == NULL || (s->dir = strdup (dir)) == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    free (s);
+    return NULL;
+  }
+  s->dirfd = open (dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (s->dirfd == -1) {
+    vmdk_error (errno, "open: %s: %m", dir);
+    free (s->dir);
+    free (s);
+    return NULL;
+  }
+  s->src.ops = &posix_source_ops;
+  return &s->src;
+}

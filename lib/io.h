@@ -1,0 +1,79 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* Byte sources.  The engine never calls open(2) or pread(2) itself:
+ * a source opens named files (relative to the file that names them),
+ * and each opened file is a vmdk_io.  The POSIX source serves the
+ * plugin; the memory source serves unit tests and fuzzers.
+ */
+
+#ifndef VMDK_IO_H
+#define VMDK_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vmdk_io;
+
+struct vmdk_io_ops {
+  /* Read up to count bytes; returns the number read, which is short
+   * only at end of file, or -1 with the error recorded.
+   */
+  int64_t (*pread) (struct vmdk_io *io, void *buf, size_t count,
+                    uint64_t offset);
+  /* Write exactly count bytes, or fail. */
+  int (*pwrite) (struct vmdk_io *io, const void *buf, size_t count,
+                 uint64_t offset);
+  int (*flush) (struct vmdk_io *io);
+  int (*get_size) (struct vmdk_io *io, uint64_t *size);
+  /* Optional: describe the host-file region at offset: *is_data says
+   * whether it holds data or is a hole, *end where that region ends
+   * (SEEK_DATA / SEEK_HOLE).  NULL means "all data".
+   */
+  int (*region) (struct vmdk_io *io, uint64_t offset, bool *is_data,
+                 uint64_t *end);
+  void (*close) (struct vmdk_io *io);
+};
+
+struct vmdk_io {
+  const struct vmdk_io_ops *ops;
+  char *name;                   /* for messages: the name as given */
+};
+
+struct vmdk_source;
+
+struct vmdk_source_ops {
+  /* Open name, which is relative to the source's directory.  The
+   * source enforces containment: no absolute names, no escape.
+   */
+  struct vmdk_io *(*open) (struct vmdk_source *src, const char *name,
+                           bool readonly);
+  void (*close) (struct vmdk_source *src);
+};
+
+struct vmdk_source {
+  const struct vmdk_source_ops *ops;
+};
+
+/* A POSIX source rooted at directory dir (opened now). */
+extern struct vmdk_source *vmdk_source_posix_new (const char *dir);
+
+/* A memory source: files are added by name (copied). */
+extern struct vmdk_source *vmdk_source_memory_new (void);
+extern int vmdk_source_memory_add (struct vmdk_source *src, const char *name,
+                                   const void *data, size_t len);
+
+/* Helpers over vmdk_io with uniform error messages. */
+
+/* Read exactly count bytes; a short read is an error naming what. */
+extern int io_pread_full (struct vmdk_io *io, void *buf, size_t count,
+                          uint64_t offset, const char *what);
+/* Read count bytes; bytes past end of file read as zeroes. */
+extern int io_pread_zerofill (struct vmdk_io *io, void *buf, size_t count,
+                              uint64_t offset);
+extern void io_close (struct vmdk_io *io);
+
+#endif /* VMDK_IO_H */

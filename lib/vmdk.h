@@ -1,0 +1,94 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* The public face of the VMDK engine.  Nothing here depends on nbdkit.
+ *
+ * Errors: every function that can fail returns -1 (or NULL), sets errno
+ * and records a message naming the file and the offending field, which
+ * vmdk_errmsg () returns.  The message is per thread, so concurrent
+ * requests never see each other's errors.
+ */
+
+#ifndef VMDK_H
+#define VMDK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct vmdk_image;
+struct vmdk_source;
+
+#define VMDK_DEFAULT_GT_CACHE (32 * 1024 * 1024)
+
+struct vmdk_options {
+  bool readonly;               /* Always true until writes land. */
+  uint64_t gt_cache_bytes;     /* Budget for cached grain tables (0: default). */
+};
+
+/* Open the VMDK at path: a descriptor file, or a monolithic file with an
+ * embedded descriptor.  Extent files are opened relative to the directory
+ * of path and must stay beneath it.
+ */
+extern struct vmdk_image *vmdk_open (const char *path,
+                                     const struct vmdk_options *opts);
+
+/* The same, with files supplied by an arbitrary byte source (io.h).
+ * The image takes ownership of src whether or not the open succeeds.
+ */
+extern struct vmdk_image *vmdk_open_source (struct vmdk_source *src,
+                                            const char *name,
+                                            const struct vmdk_options *opts);
+
+extern void vmdk_close (struct vmdk_image *img);
+
+/* Virtual size in bytes. */
+extern uint64_t vmdk_get_size (const struct vmdk_image *img);
+
+/* The largest grain size of any extent, in bytes (at least 512): the
+ * natural I/O unit to advertise as the preferred block size.
+ */
+extern uint32_t vmdk_get_grain_size (const struct vmdk_image *img);
+
+/* A short human-readable name of the subformat (the createType). */
+extern const char *vmdk_get_create_type (const struct vmdk_image *img);
+extern size_t vmdk_get_extent_count (const struct vmdk_image *img);
+
+/* Read count bytes at any byte offset.  offset + count must not exceed
+ * the virtual size.
+ */
+extern int vmdk_pread (struct vmdk_image *img, void *buf, size_t count,
+                       uint64_t offset);
+
+/* Block status.  Runs are reported in ascending, contiguous order
+ * starting at or before offset, covering at least up to offset + count
+ * (the last run may go further).  The callback returns 0 to go on, 1
+ * to stop early, -1 on error (it must then set errno).
+ */
+enum vmdk_map_type {
+  VMDK_MAP_DATA = 0,          /* allocated, read from a file */
+  VMDK_MAP_ZERO = 1,          /* allocated, reads as zeroes */
+  VMDK_MAP_HOLE = 3,          /* unallocated, reads as zeroes */
+};
+typedef int (*vmdk_map_fn) (void *opaque, uint64_t offset, uint64_t length,
+                            enum vmdk_map_type type);
+extern int vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
+                     vmdk_map_fn fn, void *opaque);
+
+/* The calling thread's last error. */
+extern const char *vmdk_errmsg (void);
+
+/* Debug output hook (the plugin routes it to nbdkit_debug).  flags
+ * selects the category.
+ */
+enum vmdk_debug_category {
+  VMDK_DEBUG_OPEN = 1,        /* what was parsed at open */
+  VMDK_DEBUG_GRAINS = 2,      /* per-request grain lookups (verbose) */
+  VMDK_DEBUG_CACHE = 4,       /* grain-table cache misses/evictions */
+};
+typedef void (*vmdk_debug_fn) (const char *msg);
+extern void vmdk_set_debug (vmdk_debug_fn fn, unsigned categories);
+
+#endif /* VMDK_H */

@@ -1,0 +1,301 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* The nbdkit plugin: a thin mapping of nbdkit callbacks onto the VMDK
+ * engine in lib/.  Nothing format-specific lives here.
+ */
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "vmdk.h"
+
+/* Configuration. */
+static char *filename;
+static uint64_t gt_cache_bytes = VMDK_DEFAULT_GT_CACHE;
+static bool gt_cache_set;
+
+/* The image, opened in get_ready and shared by every connection. */
+static struct vmdk_image *img;
+
+/* Debug flags: -D vmdk.open=1, -D vmdk.grains=1, -D vmdk.cache=1. */
+NBDKIT_DLL_PUBLIC int vmdk_debug_open;
+NBDKIT_DLL_PUBLIC int vmdk_debug_grains;
+NBDKIT_DLL_PUBLIC int vmdk_debug_cache;
+
+static void
+debug_to_nbdkit (const char *msg)
+{
+  nbdkit_debug ("%s", msg);
+}
+
+/* Report the engine's last error; errno is preserved for nbdkit. */
+static void
+report_error (void)
+{
+  int saved_errno = errno;
+
+  nbdkit_error ("%s", vmdk_errmsg ());
+  errno = saved_errno;
+}
+
+static void
+vmdk_unload (void)
+{
+  vmdk_close (img);
+  free (filename);
+}
+
+static int
+vmdk_config (const char *key, const char *value)
+{
+  if (strcmp (key, "file") == 0) {
+    if (filename) {
+      nbdkit_error ("file parameter given more than once");
+      return -1;
+    }
+    /* Resolve now: after get_ready nbdkit may chdir("/"). */
+    filename = nbdkit_realpath (value);
+    if (filename == NULL)
+      return -1;
+  }
+  else if (strcmp (key, "gt-cache") == 0) {
+    int64_t r;
+
+    if (gt_cache_set) {
+      nbdkit_error ("gt-cache parameter given more than once");
+      return -1;
+    }
+    r = nbdkit_parse_size (value);
+    if (r == -1)
+      return -1;
+    if (r < 65536) {
+      nbdkit_error ("gt-cache: %s is too small (at least 64K)", value);
+      return -1;
+    }
+    gt_cache_bytes = r;
+    gt_cache_set = true;
+  }
+  else {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vmdk_config_complete (void)
+{
+  struct stat st;
+
+  if (filename == NULL) {
+    nbdkit_error ("you must supply the file=<FILENAME> parameter "
+                  "after the plugin name on the command line");
+    return -1;
+  }
+  if (stat (filename, &st) == -1) {
+    nbdkit_error ("stat: %s: %m", filename);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    nbdkit_error ("%s: not a regular file", filename);
+    return -1;
+  }
+  return 0;
+}
+
+#define vmdk_config_help \
+  "[file=]<FILENAME>     (required) The VMDK descriptor or monolithic file.\n" \
+  "gt-cache=<SIZE>       Grain-table cache budget (default 32M)."
+
+static void
+vmdk_dump_plugin (void)
+{
+  printf ("vmdk_subformats=monolithicSparse,monolithicFlat,"
+          "twoGbMaxExtentSparse,twoGbMaxExtentFlat,vmfs,custom,"
+          "streamOptimized\n");
+  printf ("vmdk_extent_types=SPARSE,FLAT,VMFS,ZERO\n");
+  printf ("vmdk_write=no\n");
+}
+
+/* A twoGbMaxExtentSparse image of 2 TiB has 1024 extent files, each
+ * kept open: raise the soft descriptor limit to the hard one.
+ */
+static void
+raise_fd_limit (void)
+{
+  struct rlimit rl;
+
+  if (getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit (RLIMIT_NOFILE, &rl) == -1)
+      nbdkit_debug ("setrlimit: RLIMIT_NOFILE: %m (ignored)");
+  }
+}
+
+/* Parse and validate the whole image before nbdkit forks, so that bad
+ * input stops startup with a clear message.
+ */
+static int
+vmdk_get_ready (void)
+{
+  struct vmdk_options opts = {
+    .readonly = true,
+    .gt_cache_bytes = gt_cache_bytes,
+  };
+  unsigned categories =
+    (vmdk_debug_open ? VMDK_DEBUG_OPEN : 0) |
+    (vmdk_debug_grains ? VMDK_DEBUG_GRAINS : 0) |
+    (vmdk_debug_cache ? VMDK_DEBUG_CACHE : 0);
+
+  vmdk_set_debug (categories ? debug_to_nbdkit : NULL, categories);
+  raise_fd_limit ();
+  img = vmdk_open (filename, &opts);
+  if (img == NULL) {
+    report_error ();
+    return -1;
+  }
+  nbdkit_debug ("%s: %s, %" PRIu64 " bytes, %zu extent(s), grain %" PRIu32,
+                filename, vmdk_get_create_type (img), vmdk_get_size (img),
+                vmdk_get_extent_count (img), vmdk_get_grain_size (img));
+  return 0;
+}
+
+static void *
+vmdk_open_connection (int readonly)
+{
+  return NBDKIT_HANDLE_NOT_NEEDED;
+}
+
+/* All metadata is immutable after get_ready; the grain-table cache has
+ * its own sharded locks.  So requests run fully in parallel.
+ */
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+
+static int64_t
+vmdk_get_size_cb (void *handle)
+{
+  return vmdk_get_size (img);
+}
+
+/* Any byte offset and length works; the grain is the natural unit. */
+static int
+vmdk_block_size (void *handle,
+                 uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
+{
+  *minimum = 1;
+  *preferred = vmdk_get_grain_size (img);
+  *maximum = 0xffffffff;
+  return 0;
+}
+
+/* Read-only, one shared image: every connection sees the same bytes. */
+static int
+vmdk_can_multi_conn (void *handle)
+{
+  return 1;
+}
+
+static int
+vmdk_can_cache (void *handle)
+{
+  return NBDKIT_CACHE_EMULATE;
+}
+
+static int
+vmdk_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
+               uint32_t flags)
+{
+  if (vmdk_pread (img, buf, count, offset) == -1) {
+    report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static int
+add_extent (void *opaque, uint64_t offset, uint64_t length,
+            enum vmdk_map_type type)
+{
+  struct nbdkit_extents *extents = opaque;
+  uint32_t t = 0;
+
+  if (type == VMDK_MAP_HOLE)
+    t = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
+  else if (type == VMDK_MAP_ZERO)
+    t = NBDKIT_EXTENT_ZERO;
+  return nbdkit_add_extent (extents, offset, length, t) == -1 ? -1 : 0;
+}
+
+struct req_one {
+  struct nbdkit_extents *extents;
+};
+
+/* With REQ_ONE the client wants only the extent covering offset. */
+static int
+add_one_extent (void *opaque, uint64_t offset, uint64_t length,
+                enum vmdk_map_type type)
+{
+  struct req_one *r = opaque;
+
+  if (add_extent (r->extents, offset, length, type) == -1)
+    return -1;
+  return 1;
+}
+
+static int
+vmdk_extents_cb (void *handle, uint32_t count, uint64_t offset,
+                 uint32_t flags, struct nbdkit_extents *extents)
+{
+  int r;
+
+  if (flags & NBDKIT_FLAG_REQ_ONE) {
+    struct req_one one = { extents };
+    r = vmdk_map (img, offset, count, add_one_extent, &one);
+  }
+  else
+    r = vmdk_map (img, offset, count, add_extent, extents);
+  if (r == -1) {
+    report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static struct nbdkit_plugin plugin = {
+  .name               = "vmdk",
+  .longname           = "nbdkit VMDK plugin",
+  .version            = PACKAGE_VERSION,
+  .description        = "Serve VMware VMDK disk images",
+  .magic_config_key   = "file",
+  .unload             = vmdk_unload,
+  .config             = vmdk_config,
+  .config_complete    = vmdk_config_complete,
+  .config_help        = vmdk_config_help,
+  .dump_plugin        = vmdk_dump_plugin,
+  .get_ready          = vmdk_get_ready,
+  .open               = vmdk_open_connection,
+  .get_size           = vmdk_get_size_cb,
+  .block_size         = vmdk_block_size,
+  .can_multi_conn     = vmdk_can_multi_conn,
+  .can_cache          = vmdk_can_cache,
+  .pread              = vmdk_pread_cb,
+  .extents            = vmdk_extents_cb,
+  .errno_is_preserved = 1,
+};
+
+NBDKIT_REGISTER_PLUGIN (plugin)
