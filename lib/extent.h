@@ -75,6 +75,17 @@ extern int extent_zero_init (struct extent *e);
  */
 extern int extent_sparse_init (struct extent *e, struct gtcache *cache);
 
+/* COWD (VMDK3 / ESX vmfsSparse redo log), extent-cowd.c. */
+#define COWD_HEADER_SIZE 2048
+extern bool cowd_is_magic (const unsigned char *buf);
+/* Capacity in sectors from a COWD header (first 512 bytes suffice). */
+extern int cowd_capacity (const unsigned char *buf, uint64_t *sectors,
+                          const char *name);
+extern int extent_cowd_init (struct extent *e, struct gtcache *cache);
+
+/* seSparse (ESXi 6.5+ snapshots), extent-sesparse.c.  Read-only. */
+extern int extent_sesparse_init (struct extent *e, struct gtcache *cache);
+
 /* A two-level grain directory (GD in memory, GTs through the cache),
  * shared by KDMV, COWD and seSparse: only the entry decoding differs.
  */

@@ -167,7 +167,7 @@ read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
 /* A bare sparse extent with no descriptor: describe it as itself. */
 static int
 synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
-                       const struct sparse_header *h)
+                       uint64_t capacity, enum extent_type type)
 {
   struct descriptor *d = calloc (1, sizeof *d);
 
@@ -177,15 +177,16 @@ synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
       (d->create_type = strdup ("monolithicSparse")) == NULL ||
       (d->extents[0].line = strdup ("(no descriptor)")) == NULL)
     return vmdk_error (ENOMEM, "calloc: %m");
-  if (h->capacity == 0)
-    return vmdk_error (EINVAL, "%s: sparse header capacity is 0 and there "
-                       "is no descriptor", io->name);
+  if (capacity == 0 || capacity > UINT64_MAX / SECTOR)
+    return vmdk_error (EINVAL, "%s: header capacity %" PRIu64 " sectors is "
+                       "invalid and there is no descriptor", io->name,
+                       capacity);
   d->nr_extents = 1;
   d->version = 1;
   d->parent_cid = CID_NONE;
   d->extents[0].access = ACCESS_RW;
-  d->extents[0].sectors = h->capacity;
-  d->extents[0].type = EXTENT_SPARSE;
+  d->extents[0].sectors = capacity;
+  d->extents[0].type = type;
   return 0;
 }
 
@@ -218,12 +219,19 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
     if (read_embedded_descriptor (img, io, &h) == -1)
       return -1;
     if (img->desc == NULL)
-      return synthesize_descriptor (img, io, &h);
+      return synthesize_descriptor (img, io, h.capacity, EXTENT_SPARSE);
     return 0;
   }
-  if (n >= 4 && memcmp (first, "COWD", 4) == 0)
-    return vmdk_error (ENOTSUP, "%s: COWD (VMDK3 / vmfsSparse) extents are "
-                       "not supported yet", io->name);
+  if (n >= 4 && cowd_is_magic (first)) {
+    uint64_t capacity;
+
+    if (n < SPARSE_HEADER_SIZE)
+      return vmdk_error (EINVAL, "%s: COWD header is truncated", io->name);
+    if (cowd_capacity (first, &capacity, io->name) == -1)
+      return -1;
+    *self = io;
+    return synthesize_descriptor (img, io, capacity, EXTENT_VMFSSPARSE);
+  }
 
   if (io->ops->get_size (io, &size) == -1)
     return -1;
@@ -254,35 +262,37 @@ init_extent (struct vmdk_image *img, struct extent *e,
   unsigned char magic[4];
   int64_t n;
 
-  if (de->type == EXTENT_ZERO)
-    return extent_zero_init (e);
-
-  e->io = self ? self : open_extent_file (img, de->filename);
-  if (e->io == NULL)
-    return -1;
+  if (de->type != EXTENT_ZERO) {
+    e->io = self ? self : open_extent_file (img, de->filename);
+    if (e->io == NULL)
+      return -1;
+  }
 
   switch (de->type) {
+  case EXTENT_ZERO:
+    return extent_zero_init (e);
   case EXTENT_FLAT:
     return extent_flat_init (e, de->offset);
   case EXTENT_VMFS:
     return extent_flat_init (e, 0);
   case EXTENT_SPARSE:
+  case EXTENT_VMFSSPARSE:
+    /* Both hosted sparse (KDMV) and COWD files appear under either
+     * name; the magic decides.
+     */
     n = e->io->ops->pread (e->io, magic, sizeof magic, 0);
     if (n == -1)
       return -1;
     if (n == 4 && sparse_header_is_magic (magic))
       return extent_sparse_init (e, img->cache);
-    if (n == 4 && memcmp (magic, "COWD", 4) == 0)
-      return vmdk_error (ENOTSUP, "%s: COWD (VMDK3) extents are not "
-                         "supported yet", e->io->name);
-    return vmdk_error (EINVAL, "%s: SPARSE extent has no sparse header "
-                       "magic (\"KDMV\")", e->io->name);
-  case EXTENT_VMFSSPARSE:
+    if (n == 4 && cowd_is_magic (magic))
+      return extent_cowd_init (e, img->cache);
+    return vmdk_error (EINVAL, "%s: sparse extent has neither \"KDMV\" nor "
+                       "\"COWD\" magic", e->io->name);
   case EXTENT_SESPARSE:
-  default:
-    return vmdk_error (ENOTSUP, "%s: %s extents are not supported yet",
-                       e->io->name, extent_type_name (de->type));
+    return extent_sesparse_init (e, img->cache);
   }
+  return vmdk_error (EINVAL, "%s: unknown extent type", e->io->name);
 }
 
 static int
