@@ -66,11 +66,11 @@ void
 vmdk_set_debug (vmdk_debug_fn fn, unsigned categories)
 {
   debug_fn = fn;
-  vmdk_log_categories = fn ? categories : 0;
+  vmdk_log_categories = fn ? categories | VMDK_LOG_WARNING : 0;
 }
 
 void
-vmdk_log_print (const char *fs, ...)
+vmdk_log_print (unsigned category, const char *fs, ...)
 {
   char msg[1024];
   va_list args;
@@ -80,5 +80,5 @@ vmdk_log_print (const char *fs, ...)
   va_start (args, fs);
   vsnprintf (msg, sizeof msg, fs, args);
   va_end (args);
-  debug_fn (msg);
+  debug_fn (category, msg);
 }

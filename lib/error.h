@@ -22,10 +22,11 @@ extern int vmdk_error_prefix (const char *fs, ...)
 
 /* Debug output, only formatted when the category is enabled. */
 extern unsigned vmdk_log_categories;
-extern void vmdk_log_print (const char *fs, ...)
-  __attribute__ ((format (printf, 1, 2)));
+extern void vmdk_log_print (unsigned category, const char *fs, ...)
+  __attribute__ ((format (printf, 2, 3)));
 #define vmdk_debug(cat, ...) \
-  do { if (vmdk_log_categories & (cat)) vmdk_log_print (__VA_ARGS__); } \
+  do { if (vmdk_log_categories & (cat)) vmdk_log_print ((cat), __VA_ARGS__); } \
   while (0)
+#define vmdk_warning(...) vmdk_log_print (VMDK_LOG_WARNING, __VA_ARGS__)
 
 #endif /* VMDK_ERROR_H */

@@ -43,7 +43,16 @@ struct vmdk_image {
   size_t nr_extents;
   uint64_t size;
   uint32_t grain_size;
-  struct gtcache *cache;
+  struct gtcache *cache;        /* shared by every link of a chain */
+  bool owns_src, owns_cache;
+  struct vmdk_image *parent;    /* NULL: no parent, or single-link */
+  unsigned chain_length;
+};
+
+/* The files already in the chain being opened, to refuse loops. */
+struct chain {
+  uint64_t ids[VMDK_MAX_CHAIN_DEPTH][2];
+  unsigned depth;
 };
 
 void
@@ -61,8 +70,10 @@ vmdk_close (struct vmdk_image *img)
     io_close (img->ios[i]);
   free (img->ios);
   descriptor_free (img->desc);
-  gtcache_free (img->cache);
-  if (img->src)
+  vmdk_close (img->parent);
+  if (img->owns_cache)
+    gtcache_free (img->cache);
+  if (img->src && img->owns_src)
     img->src->ops->close (img->src);
   free (img->name);
   free (img);
@@ -78,6 +89,12 @@ uint32_t
 vmdk_get_grain_size (const struct vmdk_image *img)
 {
   return img->grain_size;
+}
+
+unsigned
+vmdk_get_chain_length (const struct vmdk_image *img)
+{
+  return img->chain_length;
 }
 
 const char *
@@ -328,25 +345,123 @@ build_extents (struct vmdk_image *img, struct vmdk_io *self)
   return 0;
 }
 
-struct vmdk_image *
-vmdk_open_source (struct vmdk_source *src, const char *name,
-                  const struct vmdk_options *opts)
+static struct vmdk_image *open_link (struct vmdk_source *src, bool owns_src,
+                                     const char *name,
+                                     const struct vmdk_options *opts,
+                                     struct gtcache *cache,
+                                     struct chain *chain);
+
+/* Record the main file of a link in the chain, refusing loops (by
+ * device and inode, so another name for the same file is caught too)
+ * and chains deeper than the limit.
+ */
+static int
+enter_chain (struct chain *chain, struct vmdk_io *io)
+{
+  uint64_t id[2];
+  unsigned i;
+
+  if (io->ops->get_id (io, id) == -1)
+    return -1;
+  for (i = 0; i < chain->depth; ++i)
+    if (chain->ids[i][0] == id[0] && chain->ids[i][1] == id[1])
+      return vmdk_error (ELOOP, "%s: the parent chain loops back to this "
+                         "file (parentFileNameHint cycle)", io->name);
+  if (chain->depth >= VMDK_MAX_CHAIN_DEPTH)
+    return vmdk_error (ELOOP, "%s: the parent chain is deeper than %d links",
+                       io->name, VMDK_MAX_CHAIN_DEPTH);
+  chain->ids[chain->depth][0] = id[0];
+  chain->ids[chain->depth][1] = id[1];
+  chain->depth++;
+  return 0;
+}
+
+/* Open the parent named by parentFileNameHint, relative to the
+ * directory of this link's descriptor, and check its CID.  Parents are
+ * always read-only.
+ */
+static int
+open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
+             struct chain *chain)
+{
+  const char *hint = img->desc->parent_hint;
+  struct vmdk_options parent_opts = *opts;
+  struct vmdk_source *src = img->src;
+  const char *slash, *base;
+  bool owns_src = false;
+  struct vmdk_image *parent;
+
+  if (hint == NULL || hint[0] == '\0')
+    return vmdk_error (EINVAL, "%s: parentCID is %08" PRIx32 " (not "
+                       "ffffffff) but there is no parentFileNameHint naming "
+                       "the parent", img->name, img->desc->parent_cid);
+  slash = strrchr (hint, '/');
+  base = slash ? slash + 1 : hint;
+  if (slash) {
+    char *dir = strndup (hint, slash == hint ? 1 : (size_t) (slash - hint));
+
+    if (dir == NULL)
+      return vmdk_error (ENOMEM, "strndup: %m");
+    src = img->src->ops->subdir (img->src, dir);
+    free (dir);
+    if (src == NULL)
+      return vmdk_error_prefix ("%s: parentFileNameHint \"%s\"",
+                                img->name, hint);
+    owns_src = true;
+  }
+
+  parent_opts.readonly = true;
+  parent = open_link (src, owns_src, base, &parent_opts, img->cache, chain);
+  if (parent == NULL)
+    return vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
+  img->parent = parent;
+  img->chain_length = 1 + parent->chain_length;
+
+  if (!parent->desc->has_cid)
+    vmdk_debug (VMDK_DEBUG_OPEN, "%s: parent %s has no CID to check",
+                img->name, hint);
+  else if (parent->desc->cid != img->desc->parent_cid) {
+    if (!opts->ignore_parent_cid)
+      return vmdk_error (EINVAL, "%s: parentCID=%08" PRIx32 " does not "
+                         "match CID=%08" PRIx32 " of its parent %s: the "
+                         "parent was modified after this snapshot was "
+                         "taken (or is the wrong file)", img->name,
+                         img->desc->parent_cid, parent->desc->cid, hint);
+    vmdk_warning ("%s: parentCID=%08" PRIx32 " does not match CID=%08"
+                  PRIx32 " of its parent %s: opening anyway because the "
+                  "CID check is disabled; the data may be inconsistent",
+                  img->name, img->desc->parent_cid, parent->desc->cid, hint);
+  }
+  return 0;
+}
+
+static bool
+has_parent (const struct descriptor *d)
+{
+  return d->parent_hint != NULL || d->parent_cid != CID_NONE;
+}
+
+static struct vmdk_image *
+open_link (struct vmdk_source *src, bool owns_src, const char *name,
+           const struct vmdk_options *opts, struct gtcache *cache,
+           struct chain *chain)
 {
   struct vmdk_image *img;
   struct vmdk_io *main_io, *self;
-  uint64_t budget = opts && opts->gt_cache_bytes ? opts->gt_cache_bytes
-                                                 : VMDK_DEFAULT_GT_CACHE;
 
   img = calloc (1, sizeof *img);
   if (img == NULL) {
-    src->ops->close (src);
+    if (owns_src)
+      src->ops->close (src);
     vmdk_error (ENOMEM, "calloc: %m");
     return NULL;
   }
   img->src = src;
+  img->owns_src = owns_src;
+  img->chain_length = 1;
   img->name = strdup (name);
-  img->cache = gtcache_new (budget);
-  if (img->name == NULL || img->cache == NULL) {
+  img->cache = cache;
+  if (img->name == NULL) {
     vmdk_error (ENOMEM, "malloc: %m");
     goto err;
   }
@@ -354,26 +469,53 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
   main_io = src->ops->open (src, name, true);
   if (main_io == NULL || remember_io (img, main_io) == -1)
     goto err;
-  if (read_main_file (img, main_io, &self) == -1)
+  if (enter_chain (chain, main_io) == -1 ||
+      read_main_file (img, main_io, &self) == -1 ||
+      build_extents (img, self) == -1)
     goto err;
-  if (img->desc->parent_hint || img->desc->parent_cid != CID_NONE) {
-    vmdk_error (ENOTSUP, "%s: this is a snapshot (delta) image with "
-                "parentFileNameHint=\"%s\" parentCID=%08" PRIx32
-                ": parent chains are not supported yet", name,
-                img->desc->parent_hint ? img->desc->parent_hint : "",
-                img->desc->parent_cid);
-    goto err;
-  }
-  if (build_extents (img, self) == -1)
+  if (has_parent (img->desc) && !opts->single_link &&
+      open_parent (img, opts, chain) == -1)
     goto err;
   vmdk_debug (VMDK_DEBUG_OPEN, "%s: createType=%s, %zu extents, %" PRIu64
-              " bytes, grain %" PRIu32, name, img->desc->create_type,
-              img->nr_extents, img->size, img->grain_size);
+              " bytes, grain %" PRIu32 ", chain of %u", name,
+              img->desc->create_type, img->nr_extents, img->size,
+              img->grain_size, img->chain_length);
   return img;
 
  err:
   vmdk_close (img);
   return NULL;
+}
+
+struct vmdk_image *
+vmdk_open_source (struct vmdk_source *src, const char *name,
+                  const struct vmdk_options *opts)
+{
+  static const struct vmdk_options defaults = { .readonly = true };
+  struct chain *chain;
+  struct gtcache *cache;
+  struct vmdk_image *img;
+
+  if (opts == NULL)
+    opts = &defaults;
+  chain = calloc (1, sizeof *chain);
+  cache = gtcache_new (opts->gt_cache_bytes ? opts->gt_cache_bytes
+                                            : VMDK_DEFAULT_GT_CACHE);
+  if (chain == NULL || cache == NULL) {
+    vmdk_error (ENOMEM, "malloc: %m");
+    free (chain);
+    gtcache_free (cache);
+    src->ops->close (src);
+    return NULL;
+  }
+  img = open_link (src, true, name, opts, cache, chain);
+  free (chain);
+  if (img == NULL) {
+    gtcache_free (cache);
+    return NULL;
+  }
+  img->owns_cache = true;
+  return img;
 }
 
 struct vmdk_image *
@@ -447,6 +589,24 @@ lookup (struct vmdk_image *img, uint64_t offset, uint64_t max, bool for_map,
   return 0;
 }
 
+/* Read from the parent, which may be shorter than the child: past its
+ * end reads zeroes.
+ */
+static int
+read_parent (struct vmdk_image *parent, unsigned char *buf, size_t count,
+             uint64_t offset)
+{
+  size_t n = 0;
+
+  if (offset < parent->size) {
+    n = MIN ((uint64_t) count, parent->size - offset);
+    if (vmdk_pread (parent, buf, n, offset) == -1)
+      return -1;
+  }
+  memset (buf + n, 0, count - n);
+  return 0;
+}
+
 int
 vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
 {
@@ -474,9 +634,15 @@ vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
       if (e->ops->read_compressed (e, &run, offset - e->start, b, n) == -1)
         return -1;
       break;
+    case RUN_UNALLOC:
+      if (img->parent) {
+        if (read_parent (img->parent, b, n, offset) == -1)
+          return -1;
+        break;
+      }
+      /* fall through */
     case RUN_ZERO:
     case RUN_HOLE:
-    case RUN_UNALLOC:
       memset (b, 0, n);
       break;
     }
@@ -503,6 +669,53 @@ map_type_of (enum run_kind k)
   }
 }
 
+static int map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
+                      vmdk_map_fn fn, void *opaque);
+
+/* Ranges that fall through are reported as the parent reports them;
+ * past the parent's end they are holes.
+ */
+static int
+map_parent (struct vmdk_image *parent, uint64_t offset, uint64_t end,
+            vmdk_map_fn fn, void *opaque)
+{
+  uint64_t parent_end = MIN (end, parent->size);
+  int r;
+
+  if (offset < parent_end) {
+    r = map_range (parent, offset, parent_end, fn, opaque);
+    if (r != 0)
+      return r;
+    offset = parent_end;
+  }
+  if (offset < end)
+    return fn (opaque, offset, end - offset, VMDK_MAP_HOLE);
+  return 0;
+}
+
+/* Returns 0 when done, 1 if fn asked to stop, -1 on error. */
+static int
+map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
+           vmdk_map_fn fn, void *opaque)
+{
+  while (offset < end) {
+    struct extent *e;
+    struct run run;
+    int r;
+
+    if (lookup (img, offset, end - offset, true, &e, &run) == -1)
+      return -1;
+    if (run.kind == RUN_UNALLOC && img->parent)
+      r = map_parent (img->parent, offset, offset + run.length, fn, opaque);
+    else
+      r = fn (opaque, offset, run.length, map_type_of (run.kind));
+    if (r != 0)
+      return r;
+    offset += run.length;
+  }
+  return 0;
+}
+
 int
 vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
           vmdk_map_fn fn, void *opaque)
@@ -511,17 +724,5 @@ vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
 
   if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
     end = img->size;
-  while (offset < end) {
-    struct extent *e;
-    struct run run;
-    int r;
-
-    if (lookup (img, offset, end - offset, true, &e, &run) == -1)
-      return -1;
-    r = fn (opaque, offset, run.length, map_type_of (run.kind));
-    if (r != 0)
-      return r == 1 ? 0 : -1;
-    offset += run.length;
-  }
-  return 0;
+  return map_range (img, offset, end, fn, opaque) == -1 ? -1 : 0;
 }

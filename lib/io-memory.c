@@ -98,6 +98,14 @@ mem_get_size (struct vmdk_io *io, uint64_t *size)
   return 0;
 }
 
+static int
+mem_get_id (struct vmdk_io *io, uint64_t id[2])
+{
+  id[0] = 0;
+  id[1] = (uintptr_t) ((struct mem_io *) io)->f;
+  return 0;
+}
+
 static void
 mem_close (struct vmdk_io *io)
 {
@@ -111,6 +119,7 @@ static const struct vmdk_io_ops mem_io_ops = {
   .flush = mem_flush,
   .get_size = mem_get_size,
   .region = NULL,
+  .get_id = mem_get_id,
   .close = mem_close,
 };
 
@@ -139,6 +148,17 @@ mem_source_open (struct vmdk_source *src, const char *name, bool readonly)
   return &m->io;
 }
 
+/* The memory source is flat: names may contain '/', but there is no
+ * directory to root a new source at.
+ */
+static struct vmdk_source *
+mem_source_subdir (struct vmdk_source *src, const char *dir)
+{
+  vmdk_error (ENOTSUP, "%s: subdirectories are not supported by the "
+              "memory source", dir);
+  return NULL;
+}
+
 static void
 mem_source_close (struct vmdk_source *src)
 {
@@ -157,6 +177,7 @@ mem_source_close (struct vmdk_source *src)
 
 static const struct vmdk_source_ops mem_source_ops = {
   .open = mem_source_open,
+  .subdir = mem_source_subdir,
   .close = mem_source_close,
 };
 

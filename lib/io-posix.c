@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -143,6 +144,19 @@ posix_region (struct vmdk_io *io, uint64_t offset, bool *is_data,
   return 0;
 }
 
+static int
+posix_get_id (struct vmdk_io *io, uint64_t id[2])
+{
+  struct posix_io *p = (struct posix_io *) io;
+  struct stat st;
+
+  if (fstat (p->fd, &st) == -1)
+    return vmdk_error (errno, "fstat: %s: %m", io->name);
+  id[0] = st.st_dev;
+  id[1] = st.st_ino;
+  return 0;
+}
+
 static void
 posix_close (struct vmdk_io *io)
 {
@@ -159,6 +173,7 @@ static const struct vmdk_io_ops posix_io_ops = {
   .flush = posix_flush,
   .get_size = posix_get_size,
   .region = posix_region,
+  .get_id = posix_get_id,
   .close = posix_close,
 };
 
@@ -177,10 +192,26 @@ open_beneath (int dirfd, const char *name, int flags)
   return syscall (SYS_openat2, dirfd, name, &how, sizeof how);
 }
 
+/* QEMU writes absolute parent and extent names.  An absolute name that
+ * points inside our directory is accepted as the relative name it is;
+ * any other absolute name is refused by RESOLVE_BENEATH below.
+ */
+static const char *
+strip_own_directory (const struct posix_source *s, const char *name)
+{
+  size_t n = strlen (s->dir);
+
+  if (name[0] == '/' && strncmp (name, s->dir, n) == 0 && name[n] == '/' &&
+      name[n + 1] != '\0')
+    return name + n + 1;
+  return name;
+}
+
 static struct vmdk_io *
 posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
 {
   struct posix_source *s = (struct posix_source *) src;
+  const char *rel = strip_own_directory (s, name);
   struct posix_io *p;
   struct stat st;
   int fd;
@@ -189,7 +220,7 @@ posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
     vmdk_error (EINVAL, "empty file name");
     return NULL;
   }
-  fd = open_beneath (s->dirfd, name,
+  fd = open_beneath (s->dirfd, rel,
                      (readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
   if (fd == -1) {
     if (errno == EXDEV || errno == ELOOP)
@@ -225,6 +256,40 @@ posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
   return &p->io;
 }
 
+static struct vmdk_source *posix_source_at (int dirfd, const char *dir);
+
+static struct vmdk_source *
+posix_source_subdir (struct vmdk_source *src, const char *dir)
+{
+  struct posix_source *s = (struct posix_source *) src;
+  const char *rel = strip_own_directory (s, dir);
+  struct open_how how = {
+    .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+  };
+  struct vmdk_source *sub;
+  char *path;
+  int fd;
+
+  fd = syscall (SYS_openat2, s->dirfd, rel, &how, sizeof how);
+  if (fd == -1) {
+    if (errno == EXDEV || errno == ELOOP)
+      vmdk_error (EPERM, "open: %s: refusing a directory outside %s", dir,
+                  s->dir);
+    else
+      vmdk_error (errno, "open: %s/%s: %m", s->dir, rel);
+    return NULL;
+  }
+  if (asprintf (&path, "%s/%s", s->dir, rel) == -1) {
+    close (fd);
+    vmdk_error (ENOMEM, "asprintf: %m");
+    return NULL;
+  }
+  sub = posix_source_at (fd, path);
+  free (path);
+  return sub;
+}
+
 static void
 posix_source_close (struct vmdk_source *src)
 {
@@ -237,11 +302,13 @@ posix_source_close (struct vmdk_source *src)
 
 static const struct vmdk_source_ops posix_source_ops = {
   .open = posix_source_open,
+  .subdir = posix_source_subdir,
   .close = posix_source_close,
 };
 
-struct vmdk_source *
-vmdk_source_posix_new (const char *dir)
+/* Takes ownership of dirfd. */
+static struct vmdk_source *
+posix_source_at (int dirfd, const char *dir)
 {
   struct posix_source *s;
 
@@ -249,15 +316,22 @@ vmdk_source_posix_new (const char *dir)
   if (s == NULL || (s->dir = strdup (dir)) == NULL) {
     vmdk_error (ENOMEM, "calloc: %m");
     free (s);
+    close (dirfd);
     return NULL;
   }
-  s->dirfd = open (dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (s->dirfd == -1) {
-    vmdk_error (errno, "open: %s: %m", dir);
-    free (s->dir);
-    free (s);
-    return NULL;
-  }
+  s->dirfd = dirfd;
   s->src.ops = &posix_source_ops;
   return &s->src;
+}
+
+struct vmdk_source *
+vmdk_source_posix_new (const char *dir)
+{
+  int dirfd = open (dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+  if (dirfd == -1) {
+    vmdk_error (errno, "open: %s: %m", dir);
+    return NULL;
+  }
+  return posix_source_at (dirfd, dir);
 }

@@ -35,6 +35,10 @@ struct vmdk_io_ops {
    */
   int (*region) (struct vmdk_io *io, uint64_t offset, bool *is_data,
                  uint64_t *end);
+  /* Identity of the underlying file (device and inode for POSIX), to
+   * detect parent chains that loop.
+   */
+  int (*get_id) (struct vmdk_io *io, uint64_t id[2]);
   void (*close) (struct vmdk_io *io);
 };
 
@@ -51,6 +55,10 @@ struct vmdk_source_ops {
    */
   struct vmdk_io *(*open) (struct vmdk_source *src, const char *name,
                            bool readonly);
+  /* A new source rooted at subdirectory dir (relative, contained),
+   * for files named by a file in that subdirectory.
+   */
+  struct vmdk_source *(*subdir) (struct vmdk_source *src, const char *dir);
   void (*close) (struct vmdk_source *src);
 };
 

@@ -23,9 +23,20 @@ struct vmdk_source;
 
 #define VMDK_DEFAULT_GT_CACHE (32 * 1024 * 1024)
 
+/* Snapshot chains deeper than this are refused (ESXi allows 32). */
+#define VMDK_MAX_CHAIN_DEPTH 128
+
 struct vmdk_options {
   bool readonly;               /* Always true until writes land. */
   uint64_t gt_cache_bytes;     /* Budget for cached grain tables (0: default). */
+  /* Open only this link of a snapshot chain: unallocated ranges read as
+   * zeroes and map as holes; the parent is not opened.
+   */
+  bool single_link;
+  /* Open a chain even if a child's parentCID differs from its parent's
+   * CID (a warning is logged).  For experts repairing broken chains.
+   */
+  bool ignore_parent_cid;
 };
 
 /* Open the VMDK at path: a descriptor file, or a monolithic file with an
@@ -51,6 +62,9 @@ extern uint64_t vmdk_get_size (const struct vmdk_image *img);
  * natural I/O unit to advertise as the preferred block size.
  */
 extern uint32_t vmdk_get_grain_size (const struct vmdk_image *img);
+
+/* Number of links in the opened chain (1: no parent). */
+extern unsigned vmdk_get_chain_length (const struct vmdk_image *img);
 
 /* A short human-readable name of the subformat (the createType). */
 extern const char *vmdk_get_create_type (const struct vmdk_image *img);
@@ -80,15 +94,17 @@ extern int vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
 /* The calling thread's last error. */
 extern const char *vmdk_errmsg (void);
 
-/* Debug output hook (the plugin routes it to nbdkit_debug).  flags
- * selects the category.
+/* Log hook (the plugin routes it to nbdkit_debug, and warnings to
+ * nbdkit_error).  categories selects the debug categories; warnings are
+ * always delivered.  The function receives the message's category.
  */
 enum vmdk_debug_category {
   VMDK_DEBUG_OPEN = 1,        /* what was parsed at open */
   VMDK_DEBUG_GRAINS = 2,      /* per-request grain lookups (verbose) */
   VMDK_DEBUG_CACHE = 4,       /* grain-table cache misses/evictions */
+  VMDK_LOG_WARNING = 0x100,   /* always delivered when a function is set */
 };
-typedef void (*vmdk_debug_fn) (const char *msg);
+typedef void (*vmdk_debug_fn) (unsigned category, const char *msg);
 extern void vmdk_set_debug (vmdk_debug_fn fn, unsigned categories);
 
 #endif /* VMDK_H */

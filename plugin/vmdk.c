@@ -28,6 +28,8 @@
 static char *filename;
 static uint64_t gt_cache_bytes = VMDK_DEFAULT_GT_CACHE;
 static bool gt_cache_set;
+static int single_link = -1;            /* -1: not given */
+static int ignore_parent_cid = -1;
 
 /* The image, opened in get_ready and shared by every connection. */
 static struct vmdk_image *img;
@@ -38,9 +40,12 @@ NBDKIT_DLL_PUBLIC int vmdk_debug_grains;
 NBDKIT_DLL_PUBLIC int vmdk_debug_cache;
 
 static void
-debug_to_nbdkit (const char *msg)
+log_to_nbdkit (unsigned category, const char *msg)
 {
-  nbdkit_debug ("%s", msg);
+  if (category == VMDK_LOG_WARNING)
+    nbdkit_error ("warning: %s", msg);
+  else
+    nbdkit_debug ("%s", msg);
 }
 
 /* Report the engine's last error; errno is preserved for nbdkit. */
@@ -58,6 +63,22 @@ vmdk_unload (void)
 {
   vmdk_close (img);
   free (filename);
+}
+
+static int
+parse_bool_once (const char *key, const char *value, int *field)
+{
+  int r;
+
+  if (*field != -1) {
+    nbdkit_error ("%s parameter given more than once", key);
+    return -1;
+  }
+  r = nbdkit_parse_bool (value);
+  if (r == -1)
+    return -1;
+  *field = r;
+  return 0;
 }
 
 static int
@@ -90,6 +111,10 @@ vmdk_config (const char *key, const char *value)
     gt_cache_bytes = r;
     gt_cache_set = true;
   }
+  else if (strcmp (key, "single-link") == 0)
+    return parse_bool_once (key, value, &single_link);
+  else if (strcmp (key, "ignore-parent-cid") == 0)
+    return parse_bool_once (key, value, &ignore_parent_cid);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -120,7 +145,9 @@ vmdk_config_complete (void)
 
 #define vmdk_config_help \
   "[file=]<FILENAME>     (required) The VMDK descriptor or monolithic file.\n" \
-  "gt-cache=<SIZE>       Grain-table cache budget (default 32M)."
+  "gt-cache=<SIZE>       Grain-table cache budget (default 32M).\n" \
+  "single-link=true      Serve one link of a snapshot chain alone.\n" \
+  "ignore-parent-cid=true  Open a chain despite a parentCID mismatch."
 
 static void
 vmdk_dump_plugin (void)
@@ -156,22 +183,27 @@ vmdk_get_ready (void)
   struct vmdk_options opts = {
     .readonly = true,
     .gt_cache_bytes = gt_cache_bytes,
+    .single_link = single_link == 1,
+    .ignore_parent_cid = ignore_parent_cid == 1,
   };
   unsigned categories =
     (vmdk_debug_open ? VMDK_DEBUG_OPEN : 0) |
     (vmdk_debug_grains ? VMDK_DEBUG_GRAINS : 0) |
     (vmdk_debug_cache ? VMDK_DEBUG_CACHE : 0);
 
-  vmdk_set_debug (categories ? debug_to_nbdkit : NULL, categories);
+  vmdk_set_debug (log_to_nbdkit, categories);
   raise_fd_limit ();
   img = vmdk_open (filename, &opts);
   if (img == NULL) {
     report_error ();
     return -1;
   }
-  nbdkit_debug ("%s: %s, %" PRIu64 " bytes, %zu extent(s), grain %" PRIu32,
+  nbdkit_debug ("%s: %s, %" PRIu64 " bytes, %zu extent(s), grain %" PRIu32
+                ", chain of %u link(s)%s",
                 filename, vmdk_get_create_type (img), vmdk_get_size (img),
-                vmdk_get_extent_count (img), vmdk_get_grain_size (img));
+                vmdk_get_extent_count (img), vmdk_get_grain_size (img),
+                vmdk_get_chain_length (img),
+                single_link == 1 ? " (single-link)" : "");
   return 0;
 }
 
