@@ -390,6 +390,7 @@ open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
   const char *slash, *base;
   bool owns_src = false;
   struct vmdk_image *parent;
+  unsigned depth;
 
   if (hint == NULL || hint[0] == '\0')
     return vmdk_error (EINVAL, "%s: parentCID is %08" PRIx32 " (not "
@@ -411,9 +412,16 @@ open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
   }
 
   parent_opts.readonly = true;
+  depth = chain->depth;
   parent = open_link (src, owns_src, base, &parent_opts, img->cache, chain);
-  if (parent == NULL)
-    return vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
+  if (parent == NULL) {
+    /* Name the link whose parent failed, once: in a long chain the
+     * innermost error matters, not every link on the way to it.
+     */
+    if (chain->depth <= depth + 1)
+      vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
+    return -1;
+  }
   img->parent = parent;
   img->chain_length = 1 + parent->chain_length;
 

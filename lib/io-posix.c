@@ -201,8 +201,11 @@ strip_own_directory (const struct posix_source *s, const char *name)
 {
   size_t n = strlen (s->dir);
 
-  if (name[0] == '/' && strncmp (name, s->dir, n) == 0 && name[n] == '/' &&
-      name[n + 1] != '\0')
+  if (name[0] != '/' || strncmp (name, s->dir, n) != 0)
+    return name;
+  if (name[n] == '\0')
+    return ".";
+  if (name[n] == '/' && name[n + 1] != '\0')
     return name + n + 1;
   return name;
 }
