@@ -82,6 +82,11 @@ extern bool cowd_is_magic (const unsigned char *buf);
 extern int cowd_capacity (const unsigned char *buf, uint64_t *sectors,
                           const char *name);
 extern int extent_cowd_init (struct extent *e, struct gtcache *cache);
+/* The parent file name recorded in a COWD child's header, copied to buf
+ * (len bytes); "" for a root disk or an empty name.  -1 with an error
+ * if the name is corrupt or does not fit.
+ */
+extern int cowd_parent_name (struct extent *e, char *buf, size_t len);
 
 /* seSparse (ESXi 6.5+ snapshots), extent-sesparse.c.  Read-only. */
 extern int extent_sesparse_init (struct extent *e, struct gtcache *cache);

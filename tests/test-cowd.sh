@@ -1,0 +1,398 @@
+#!/usr/bin/env bash
+# nbdkit-vmdk
+# Copyright (C) 2026 The nbdkit-vmdk authors
+# SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+
+# COWD (VMDK3 / ESX vmfsSparse) extents.
+#
+# Images are written by tests/mkcowd (independent of lib/) from raw
+# files, both as a bare COWD file and as a vmfsSparse descriptor naming
+# it.  For each: qemu-img convert, the plugin through nbdcopy (with and
+# without --no-extents) and the raw source must agree byte for byte, and
+# "nbdinfo --map" must match the allocation mkcowd made (and qemu-img
+# map's view of it).  Then malformed headers and tables must give clear
+# errors, and a bad grain pointer must fail only the reads that touch it.
+#
+# QEMU limit: QEMU 7.2 reads a "CID=" from byte 512 of any sparse file
+# it opens and refuses the file (EINVAL) without one, so it cannot open
+# a bare COWD file as VMware writes it.  mkcowd -q plants that text in
+# the unused tail of the root header; images made without -q (and child
+# images, whose parent name covers byte 512) are compared with the raw
+# source only.  The descriptor form needs no such help.
+
+set -euo pipefail
+set -x
+
+: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
+: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+
+for cmd in nbdkit nbdcopy nbdinfo qemu-img cmp od dd truncate; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "$0: $cmd not available: test skipped"
+        exit 77
+    fi
+done
+if [ ! -f "$VMDK_PLUGIN" ]; then
+    echo "$0: $VMDK_PLUGIN not built: test skipped"
+    exit 77
+fi
+have_jq=no
+if command -v jq >/dev/null 2>&1; then have_jq=yes; fi
+
+mkcowd="$abs_builddir/mkcowd"
+scratch="$abs_builddir/tmp/test-cowd"
+rm -rf "$scratch"
+mkdir -p "$scratch"
+if [ "${KEEP_SCRATCH:-0}" != 1 ]; then
+    trap 'rm -rf "$scratch"' EXIT
+fi
+cd "$scratch"
+
+K=1024
+M=$((1024 * 1024))
+
+# ---------------------------------------------------------------------
+# Helpers.
+
+# rnd FILE OFFSET LENGTH: random bytes at OFFSET.
+rnd ()
+{
+    dd if=/dev/urandom of="$1" bs=64K count="$3" seek="$2" \
+       iflag=count_bytes,fullblock oflag=seek_bytes conv=notrunc status=none
+}
+
+# put_le32 FILE OFFSET VALUE / get_le32 FILE OFFSET
+put_le32 ()
+{
+    local v=$3
+    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((v & 255)) \
+              $((v >> 8 & 255)) $((v >> 16 & 255)) $((v >> 24 & 255)))" |
+        dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+get_le32 ()
+{
+    od -An -tu1 -j "$2" -N4 "$1" |
+        awk '{ printf "%.0f\n", $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }'
+}
+
+# Merge adjacent "offset length type" lines of one type.
+normalize_map ()
+{
+    awk '{
+        if (n && $3 == pt && $1 == ps + pl) pl += $2
+        else {
+            if (n) printf "%.0f %.0f %d\n", ps, pl, pt
+            ps = $1; pl = $2; pt = $3; n = 1
+        }
+    }
+    END { if (n) printf "%.0f %.0f %d\n", ps, pl, pt }'
+}
+
+# plugin_copy IMG OUT [NBDCOPY-OPTS...]
+plugin_copy ()
+{
+    local img="$1" out="$2"
+    shift 2
+    rm -f "$out"
+    nbdkit -U - "$VMDK_PLUGIN" file="$img" \
+           --run "nbdcopy $* \"\$uri\" $out"
+}
+
+# plugin_map IMG: normalized "nbdinfo --map".
+plugin_map ()
+{
+    nbdkit -U - "$VMDK_PLUGIN" file="$1" --run 'nbdinfo --map "$uri"' |
+        awk '{ print $1, $2, $3 }' | normalize_map
+}
+
+# qemu_map IMG: normalized "qemu-img map" (data 0, unallocated 3).
+qemu_map ()
+{
+    qemu-img map -f vmdk --output=json "$1" |
+        jq -r '.[] | "\(.start) \(.length) \(if .data then 0 else 3 end)"' |
+        normalize_map
+}
+
+# check_reads IMG RAW QEMU: the plugin (both ways) reads RAW; if QEMU
+# is yes, qemu-img does too.
+check_reads ()
+{
+    local img="$1" raw="$2" qemu="$3"
+    if [ "$qemu" = yes ]; then
+        rm -f qemu.out
+        qemu-img convert -f vmdk -O raw "$img" qemu.out
+        cmp qemu.out "$raw"
+    fi
+    plugin_copy "$img" plugin.out
+    cmp plugin.out "$raw"
+    plugin_copy "$img" plugin.out --no-extents
+    cmp plugin.out "$raw"
+}
+
+# check_image NAME GRAIN RAW: build NAME.vmdk (bare, QEMU-readable),
+# NAME-plain.vmdk (bare, as VMware writes it) and NAME-desc.vmdk (a
+# vmfsSparse descriptor) and check them all.
+check_image ()
+{
+    local name="$1" grain="$2" raw="$3"
+    "$mkcowd" -q -g "$grain" -D "$name-desc.vmdk" -m "$name.map" \
+              "$raw" "$name.vmdk"
+    "$mkcowd" -g "$grain" "$raw" "$name-plain.vmdk"
+    grep -q 'createType="vmfsSparse"' "$name-desc.vmdk"
+    grep -q "VMFSSPARSE \"$name.vmdk\"" "$name-desc.vmdk"
+
+    check_reads "$name.vmdk" "$raw" yes
+    check_reads "$name-desc.vmdk" "$raw" yes
+    check_reads "$name-plain.vmdk" "$raw" no
+
+    plugin_map "$name.vmdk" > "$name.plugin-map"
+    diff -u "$name.map" "$name.plugin-map"
+    plugin_map "$name-desc.vmdk" > "$name.plugin-map"
+    diff -u "$name.map" "$name.plugin-map"
+    if [ "$have_jq" = yes ]; then
+        qemu_map "$name.vmdk" > "$name.qemu-map"
+        diff -u "$name.map" "$name.qemu-map"
+    fi
+}
+
+# expect_open_error IMG REGEX: the plugin refuses IMG at startup with a
+# message matching REGEX, without crashing.
+expect_open_error ()
+{
+    local r=0
+    nbdkit -U - "$VMDK_PLUGIN" file="$1" --run 'nbdinfo "$uri"' \
+           > open.log 2>&1 || r=$?
+    cat open.log
+    if [ "$r" -eq 0 ] || [ "$r" -ge 128 ]; then
+        echo "$0: $1: expected an open error, got status $r" >&2
+        return 1
+    fi
+    if grep -E 'Sanitizer|core dumped|Segmentation|Aborted' open.log; then
+        echo "$0: $1: crashed" >&2
+        return 1
+    fi
+    if ! grep -Eq -- "$2" open.log; then
+        echo "$0: $1: error does not match /$2/" >&2
+        return 1
+    fi
+}
+
+# read_range IMG OFFSET LENGTH OUT: read a range through the offset
+# filter (reads only: --no-extents, so block status cannot fail first);
+# returns nbdcopy's status (never a crash).
+read_range ()
+{
+    local r=0
+    rm -f "$4"
+    nbdkit -U - --filter=offset "$VMDK_PLUGIN" file="$1" \
+           offset="$2" range="$3" \
+           --run "nbdcopy --no-extents \"\$uri\" $4" > range.log 2>&1 ||
+        r=$?
+    cat range.log
+    if [ "$r" -ge 128 ] ||
+           grep -E 'Sanitizer|core dumped|Segmentation|Aborted' range.log
+    then
+        echo "$0: $1: crashed reading [$2, +$3)" >&2
+        exit 1
+    fi
+    return "$r"
+}
+
+# ---------------------------------------------------------------------
+# Good images.
+
+# a: 1-sector grains (a table covers 2 MiB), 9 MiB + 3 sectors: five
+# tables, the last partial.  Table 2 is empty (a GD hole); tables 1 and
+# 3 are odd, so mkcowd allocates their grains in reverse.  Data at
+# sector 0, runs, single sectors, across table boundaries, and in the
+# very last sector.
+truncate -s $((9 * M + 3 * 512)) a.raw
+rnd a.raw 0 $((10 * 512))
+rnd a.raw $((100 * K + 512)) 512
+rnd a.raw $((2 * M - 3 * 512)) $((7 * 512))     # across tables 0/1
+rnd a.raw $((3 * M)) $((64 * K))
+rnd a.raw $((3 * M + 128 * K)) 1000             # partial sectors
+rnd a.raw $((6 * M + 4 * K)) $((300 * K))
+rnd a.raw $((9 * M + 2 * 512)) 512              # last sector
+check_image a 1 a.raw
+
+# b: 8-sector grains (16 MiB a table), 40 MiB + 7 sectors: the last
+# grain is partial, and table 1 (16-32 MiB) is empty.
+truncate -s $((40 * M + 7 * 512)) b.raw
+rnd b.raw 4096 $((20 * K))
+rnd b.raw $((15 * M)) $((2 * M))                # across tables 0/1
+rnd b.raw $((33 * M + 3 * K)) 10
+rnd b.raw $((40 * M + 5 * 512)) 100             # in the partial grain
+check_image b 8 b.raw
+
+# c: 16-sector grains, one partial table (3 MiB + 5 sectors).
+truncate -s $((3 * M + 5 * 512)) c.raw
+rnd c.raw $((8 * K)) $((8 * K))
+rnd c.raw $((1 * M)) $((1 * M + 512))
+rnd c.raw $((3 * M + 4 * 512)) 512
+check_image c 16 c.raw
+
+# d: 128-sector grains (256 MiB a table), full: every grain allocated.
+rm -f d.raw
+rnd d.raw 0 $((12 * M + 64 * K))
+check_image d 128 d.raw
+
+# e: 1-sector grains, full, 3 MiB: the second table (odd) has every
+# grain out of order, so nothing coalesces there.
+rm -f e.raw
+rnd e.raw 0 $((3 * M))
+check_image e 1 e.raw
+
+# f: empty: no grain tables at all.
+truncate -s $((8 * M)) f.raw
+check_image f 16 f.raw
+test "$(cat f.map)" = "0 $((8 * M)) 3"
+
+# A child (redo log): the parent name in the header is reported at open
+# (-D vmdk.open=1); with no parent chain from a bare file, unallocated
+# grains read as zeroes.  QEMU cannot open it (see the top).
+"$mkcowd" -g 8 -p "base-disk.vmdk" c.raw child.vmdk
+check_reads child.vmdk c.raw no
+nbdkit -v -U - "$VMDK_PLUGIN" file=child.vmdk -D vmdk.open=1 --run true \
+       > child.log 2>&1
+cat child.log
+grep -q 'flags 0x2 ' child.log
+grep -q 'COWD child of "base-disk.vmdk" (parent generation 1)' child.log
+# A parent name that is not NUL-terminated is noted, not fatal here
+# (only a parent chain would need the name).
+cp child.vmdk child-bad.vmdk
+head -c 1024 /dev/zero | tr '\0' x |
+    dd of=child-bad.vmdk bs=1 seek=32 conv=notrunc status=none
+nbdkit -v -U - "$VMDK_PLUGIN" file=child-bad.vmdk -D vmdk.open=1 --run true \
+       > child.log 2>&1
+cat child.log
+grep -q 'parent file name is not NUL-terminated' child.log
+check_reads child-bad.vmdk c.raw no
+
+# A descriptor line longer than the header capacity: the rest reads as
+# unallocated (zeroes, a hole).  Plugin only: QEMU takes a sparse
+# extent's size from its header, not from the line.
+sectors=$(( (3 * M + 5 * 512) / 512 ))
+sed "s/^RW $sectors VMFSSPARSE/RW $((sectors + 4096)) VMFSSPARSE/" \
+    c-desc.vmdk > c-long.vmdk
+grep -q "^RW $((sectors + 4096)) VMFSSPARSE" c-long.vmdk
+cp c.raw c-long.raw
+truncate -s $((sectors * 512 + 4096 * 512)) c-long.raw
+check_reads c-long.vmdk c-long.raw no
+plugin_map c-long.vmdk > c-long.plugin-map
+{ cat c.map; echo "$((sectors * 512)) $((4096 * 512)) 3"; } |
+    normalize_map > c-long.map
+diff -u c-long.map c-long.plugin-map
+
+# Stale grain-table entries beyond the capacity must not be read: put a
+# bogus pointer in the table slot just past the last sector of c.
+gt0=$(get_le32 c.vmdk $((2048 + 0)))
+last=$(( (sectors - 1) / 16 ))          # the last (partial) grain
+cp c-long.vmdk c-stale.vmdk
+sed -i 's/"c.vmdk"/"c-stale-ext.vmdk"/' c-stale.vmdk
+cp c.vmdk c-stale-ext.vmdk
+put_le32 c-stale-ext.vmdk $((gt0 * 512 + (last + 1) * 4)) 4294967295
+check_reads c-stale.vmdk c-long.raw no
+
+# ---------------------------------------------------------------------
+# Malformed headers: clear open errors, no crash.  Offsets: version 4,
+# flags 8, capacity 12, grainSize 16, GD sector 20, GD entries 24.
+
+bad ()
+{
+    cp a.vmdk "$1"
+    put_le32 "$1" "$2" "$3"
+}
+bad v2.vmdk 4 2
+expect_open_error v2.vmdk 'v2.vmdk: COWD header version is 2, only version 1'
+bad cap0.vmdk 12 0
+expect_open_error cap0.vmdk 'COWD header capacity is 0 sectors'
+bad g0.vmdk 16 0
+expect_open_error g0.vmdk 'grainSize is 0 sectors, it must be a power of 2'
+bad g3.vmdk 16 3
+expect_open_error g3.vmdk 'grainSize is 3 sectors'
+bad g4096.vmdk 16 4096
+expect_open_error g4096.vmdk 'grainSize is 4096 sectors.*from 1 to 2048'
+bad gdfar.vmdk 20 1048576
+expect_open_error gdfar.vmdk \
+    'grain directory at sector 1048576 .* beyond the end of the file'
+bad gdhdr.vmdk 20 1
+expect_open_error gdhdr.vmdk 'grain directory sector is 1, inside the'
+bad gdfew.vmdk 24 4
+expect_open_error gdfew.vmdk 'has 4 entries, too few .* \(5 needed'
+# The same through a descriptor: the error names the line too.
+sed 's/"a.vmdk"/"g0.vmdk"/' a-desc.vmdk > g0-desc.vmdk
+expect_open_error g0-desc.vmdk 'extent.*g0.vmdk: COWD header grainSize is 0'
+
+# Truncated headers: inside the first sector (caught on the main file),
+# and past it (caught reading the full 2048 bytes).
+cp a.vmdk trunc1.vmdk
+truncate -s 100 trunc1.vmdk
+expect_open_error trunc1.vmdk 'COWD header is truncated'
+cp a.vmdk trunc2.vmdk
+truncate -s 1000 trunc2.vmdk
+expect_open_error trunc2.vmdk \
+    'COWD header is truncated: the file is 1000 bytes, the header 2048'
+sed 's/"a.vmdk"/"trunc2.vmdk"/' a-desc.vmdk > trunc2-desc.vmdk
+expect_open_error trunc2-desc.vmdk 'COWD header is truncated'
+
+# More entries than needed is fine (only the needed ones are read).
+bad gdmore.vmdk 24 4000000000
+check_reads gdmore.vmdk a.raw no
+
+# next free sector past the end is only a debug note.
+bad nextfree.vmdk 28 4000000000
+nbdkit -v -U - "$VMDK_PLUGIN" file=nextfree.vmdk -D vmdk.open=1 --run true \
+       > nf.log 2>&1
+grep -q 'next free sector 4000000000 is past the end' nf.log
+check_reads nextfree.vmdk a.raw no
+
+# ---------------------------------------------------------------------
+# A grain-table entry pointing past EOF: EIO on that grain only.  In a
+# (1-sector grains), table 0 is allocated in order; corrupt the entry
+# for sector 5 of the run at sectors 0-9.
+
+gt0=$(get_le32 a.vmdk 2048)
+test "$gt0" -gt 4
+cp a.vmdk gte-eof.vmdk
+put_le32 gte-eof.vmdk $((gt0 * 512 + 5 * 4)) 4000000000
+r=0; read_range gte-eof.vmdk 0 $((9 * M + 3 * 512)) out.raw || r=$?
+test "$r" -ne 0
+grep -q 'grain table 0 entry 5 = sector 4000000000 points outside the file' \
+     range.log
+read_range gte-eof.vmdk $((5 * 512)) 512 out.raw && exit 1
+read_range gte-eof.vmdk 0 $((5 * 512)) out.raw
+cmp out.raw <(head -c $((5 * 512)) a.raw)
+read_range gte-eof.vmdk $((6 * 512)) $((9 * M - 3 * 512)) out.raw
+cmp out.raw <(tail -c +$((6 * 512 + 1)) a.raw)
+# Block status: the bad grain fails (EIO, no crash), the rest works.
+r=0
+nbdkit -U - --filter=offset "$VMDK_PLUGIN" file=gte-eof.vmdk \
+       offset=$((5 * 512)) range=512 \
+       --run 'nbdinfo --map "$uri"' > map.log 2>&1 || r=$?
+cat map.log
+test "$r" -ne 0 && test "$r" -lt 128
+grep -q 'Input/output error' map.log
+nbdkit -U - --filter=offset "$VMDK_PLUGIN" file=gte-eof.vmdk \
+       offset=$((6 * 512)) range=$((9 * M - 3 * 512)) \
+       --run 'nbdinfo --map "$uri"'
+
+# A grain-table entry pointing into the header: EIO too.
+cp a.vmdk gte-hdr.vmdk
+put_le32 gte-hdr.vmdk $((gt0 * 512 + 5 * 4)) 2
+read_range gte-hdr.vmdk $((5 * 512)) 512 out.raw && exit 1
+grep -q 'entry 5 = sector 2 points into the header' range.log
+read_range gte-hdr.vmdk 0 $((5 * 512)) out.raw
+
+# A grain-directory entry past EOF: its table's 2 MiB fail, the rest
+# of the disk reads.
+cp a.vmdk gde-eof.vmdk
+put_le32 gde-eof.vmdk $((2048 + 3 * 4)) 4000000000
+read_range gde-eof.vmdk $((6 * M + 4 * K)) 512 out.raw && exit 1
+grep -q 'grain directory entry 3 points outside the file' range.log
+read_range gde-eof.vmdk 0 $((6 * M)) out.raw
+cmp out.raw <(head -c $((6 * M)) a.raw)
+read_range gde-eof.vmdk $((8 * M)) $((M + 3 * 512)) out.raw
+cmp out.raw <(tail -c +$((8 * M + 1)) a.raw)
+
+echo "$0: OK"
