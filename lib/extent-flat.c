@@ -54,10 +54,101 @@ flat_free (struct extent *e)
   free (e->priv);
 }
 
+static int
+zero_nop (struct extent *e)
+{
+  return 0;
+}
+
+static int
+flat_open_rw (struct extent *e, const char **reason)
+{
+  return 0;
+}
+
+static int
+flat_pwrite (struct extent *e, const void *buf, size_t count,
+             uint64_t offset, const struct write_ctx *ctx)
+{
+  const struct flat *f = e->priv;
+
+  return e->io->ops->pwrite (e->io, buf, count, f->base + offset);
+}
+
+/* Zero with fallocate where the host supports it (punching a hole when
+ * trimming is allowed), else by writing zeroes unless asked to be fast.
+ */
+static int
+flat_zero (struct extent *e, uint64_t offset, uint64_t count,
+           unsigned flags, const struct write_ctx *ctx)
+{
+  static const unsigned char zeroes[65536];
+  const struct flat *f = e->priv;
+  struct vmdk_io *io = e->io;
+  uint64_t foff = f->base + offset;
+  int r = -1;
+
+  if (flags & EXTENT_ZERO_CHECK_ONLY)   /* fallocate may still refuse */
+    return 0;
+  if ((flags & EXTENT_ZERO_MAY_TRIM) && io->ops->punch)
+    r = io->ops->punch (io, foff, count);
+  if (r == -1 && io->ops->zero_range)
+    r = io->ops->zero_range (io, foff, count);
+  if (r == 0)
+    return 0;
+  if (errno != EOPNOTSUPP && io->ops->zero_range)
+    return -1;
+  if (flags & EXTENT_ZERO_FAST)
+    return vmdk_error (ENOTSUP, "%s: fast zero not possible: the host "
+                       "file system cannot zero ranges", io->name);
+  while (count > 0) {
+    size_t n = MIN (count, (uint64_t) sizeof zeroes);
+
+    if (io->ops->pwrite (io, zeroes, n, foff) == -1)
+      return -1;
+    foff += n;
+    count -= n;
+  }
+  return 0;
+}
+
+static int
+flat_trim (struct extent *e, uint64_t offset, uint64_t count,
+           const struct write_ctx *ctx)
+{
+  const struct flat *f = e->priv;
+
+  /* Advisory: a host that cannot punch holes simply keeps the data. */
+  if (e->io->ops->punch &&
+      e->io->ops->punch (e->io, f->base + offset, count) == -1 &&
+      errno != EOPNOTSUPP)
+    return -1;
+  return 0;
+}
+
+static int
+flat_flush (struct extent *e)
+{
+  return e->io->ops->flush (e->io);
+}
+
+static int
+flat_close_rw (struct extent *e)
+{
+  return flat_flush (e);
+}
+
 static const struct extent_ops flat_ops = {
   .kind = "FLAT",
   .lookup = flat_lookup,
   .free = flat_free,
+  .open_rw = flat_open_rw,
+  .pwrite = flat_pwrite,
+  .zero = flat_zero,
+  .trim = flat_trim,
+  .flush = flat_flush,
+  .begin_rw = zero_nop,
+  .close_rw = flat_close_rw,
 };
 
 int
@@ -93,10 +184,48 @@ zero_free (struct extent *e)
 {
 }
 
+/* A ZERO extent accepts writes of zeroes (they change nothing) and
+ * refuses anything else.
+ */
+static int
+zero_pwrite (struct extent *e, const void *buf, size_t count,
+             uint64_t offset, const struct write_ctx *ctx)
+{
+  const unsigned char *b = buf;
+  size_t i;
+
+  for (i = 0; i < count; ++i)
+    if (b[i] != 0)
+      return vmdk_error (EPERM, "write of non-zero data into a ZERO extent "
+                         "(\"%s\")", e->line);
+  return 0;
+}
+
+static int
+zero_zero (struct extent *e, uint64_t offset, uint64_t count,
+           unsigned flags, const struct write_ctx *ctx)
+{
+  return 0;
+}
+
+static int
+zero_trim (struct extent *e, uint64_t offset, uint64_t count,
+           const struct write_ctx *ctx)
+{
+  return 0;
+}
+
 static const struct extent_ops zero_ops = {
   .kind = "ZERO",
   .lookup = zero_lookup,
   .free = zero_free,
+  .open_rw = flat_open_rw,
+  .pwrite = zero_pwrite,
+  .zero = zero_zero,
+  .trim = zero_trim,
+  .flush = zero_nop,
+  .begin_rw = zero_nop,
+  .close_rw = zero_nop,
 };
 
 int

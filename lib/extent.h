@@ -15,7 +15,9 @@
 #ifndef VMDK_EXTENT_H
 #define VMDK_EXTENT_H
 
+#include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "descriptor.h"
@@ -42,6 +44,21 @@ struct run {
 
 struct extent;
 
+/* What a writable extent needs from the image around it. */
+struct write_ctx {
+  /* Read what the layers below this link hold at an image offset (the
+   * parent chain, or zeroes): fills the rest of a newly allocated grain.
+   */
+  int (*read_below) (void *opaque, void *buf, size_t count, uint64_t offset);
+  void *opaque;
+  bool has_parent;
+};
+
+/* Flags of extent zero requests. */
+#define EXTENT_ZERO_MAY_TRIM 1
+#define EXTENT_ZERO_FAST 2
+#define EXTENT_ZERO_CHECK_ONLY 4    /* only say whether FAST is possible */
+
 struct extent_ops {
   const char *kind;
   /* Describe offset (relative to the extent start).  max > 0 bounds the
@@ -54,6 +71,29 @@ struct extent_ops {
   int (*read_compressed) (struct extent *e, const struct run *run,
                           uint64_t offset, void *buf, size_t count);
   void (*free) (struct extent *e);
+
+  /* Writes (all optional: NULL means the kind is never writable). */
+  /* Prepare for writing; 1 with *reason set if this extent cannot be
+   * written (the image then opens read-only), -1 on error.
+   */
+  int (*open_rw) (struct extent *e, const char **reason);
+  int (*pwrite) (struct extent *e, const void *buf, size_t count,
+                 uint64_t offset, const struct write_ctx *ctx);
+  /* Make the range read as zeroes.  With EXTENT_ZERO_FAST, fail with
+   * ENOTSUP before changing anything if that needs writing zeroes.
+   */
+  int (*zero) (struct extent *e, uint64_t offset, uint64_t count,
+               unsigned flags, const struct write_ctx *ctx);
+  /* Advisory: deallocate whole grains where reads stay correct. */
+  int (*trim) (struct extent *e, uint64_t offset, uint64_t count,
+               const struct write_ctx *ctx);
+  /* Data first, then metadata, then sync again. */
+  int (*flush) (struct extent *e);
+  /* Called before the first change (sets the unclean flag), and on a
+   * clean close after a final flush (clears it).
+   */
+  int (*begin_rw) (struct extent *e);
+  int (*close_rw) (struct extent *e);
 };
 
 struct extent {
@@ -64,6 +104,7 @@ struct extent {
   struct vmdk_io *io;           /* borrowed from the image; NULL for ZERO */
   const char *line;             /* descriptor line, for messages */
   uint32_t grain_size;          /* bytes; 0 if not grain-structured */
+  bool writable;                /* open_rw succeeded */
   void *priv;
 };
 
@@ -106,6 +147,7 @@ typedef int (*gte_decode_fn) (const struct grain_dir *d, uint64_t gte,
 
 struct grain_dir {
   struct gtcache *cache;
+  pthread_mutex_t alloc_lock;   /* allocation, table updates, flush */
   uint32_t owner;
   struct vmdk_io *io;
   uint64_t file_size;
@@ -116,7 +158,43 @@ struct grain_dir {
   uint64_t grain_bytes;
   gte_decode_fn decode;
   const void *opaque;           /* for decode */
+
+  /* Writing (hosted sparse only for now).  All under alloc_lock. */
+  uint64_t gd_start;            /* byte offset of the GD (4-byte GDEs) */
+  uint64_t rgd_start;           /* redundant GD, 0 if none */
+  uint64_t *rgt_offsets;        /* redundant tables, or NULL */
+  uint64_t next_free;           /* where the next allocation goes */
+  uint64_t max_offset;          /* allocations must end below this */
+  struct gt_entry **dirty;      /* pinned dirty tables */
+  uint64_t *dirty_index;        /* their table numbers */
+  size_t nr_dirty, dirty_alloc, dirty_index_alloc;
+  uint64_t *dirty_gdes;         /* GD entries to write at flush */
+  size_t nr_dirty_gdes, dirty_gdes_alloc;
+  uint8_t *table_state;         /* TABLE_* bits per table */
 };
+
+#define TABLE_CHECKED 1         /* compared with its redundant copy */
+#define TABLE_DIRTY 2           /* in the dirty list */
+
+/* Largest number of dirty tables kept before an internal flush. */
+#define GRAIN_DIR_MAX_DIRTY 4096
+
+/* Read entry gte_index of table gt_index (0 if no table). */
+extern int grain_dir_get (struct grain_dir *d, uint64_t gt_index,
+                          uint32_t gte_index, uint64_t *gte);
+/* Set an entry, allocating its table first if the GD has none.  The
+ * new value is visible to lookups at once and reaches the disk at the
+ * next grain_dir_flush.  Caller holds alloc_lock.
+ */
+extern int grain_dir_set (struct grain_dir *d, uint64_t gt_index,
+                          uint32_t gte_index, uint32_t value);
+/* Reserve bytes at the end of the file, aligned; caller holds the lock. */
+extern int grain_dir_reserve (struct grain_dir *d, uint64_t bytes,
+                              uint64_t align, uint64_t *offset);
+/* Write dirty tables and GD entries, ordered for crash consistency:
+ * fdatasync data, write metadata, fdatasync.  Caller holds the lock.
+ */
+extern int grain_dir_flush_locked (struct grain_dir *d);
 
 /* Set up the directory.  gt_offsets must already be filled by the
  * caller; this validates each against the file size (a GT outside the

@@ -12,7 +12,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <assert.h>
+#include <endian.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "checked.h"
 #include "error.h"
@@ -48,15 +51,38 @@ grain_dir_init (struct grain_dir *d, const char *name)
 void
 grain_dir_free (struct grain_dir *d)
 {
+  size_t i;
+
+  for (i = 0; i < d->nr_dirty; ++i) {      /* unflushed: discarded */
+    gtcache_clean (d->cache, d->dirty[i]);
+    gtcache_unpin (d->dirty[i]);
+  }
+  free (d->dirty);
+  free (d->dirty_index);
+  free (d->dirty_gdes);
+  free (d->table_state);
+  free (d->rgt_offsets);
   free (d->gt_offsets);
   d->gt_offsets = NULL;
 }
 
+/* Entries may be updated in place by a writer while readers look at
+ * the same pinned table: use single aligned atomic loads and stores.
+ */
 static uint64_t
 get_gte (const unsigned char *table, uint32_t gte_size, uint32_t i)
 {
-  return gte_size == 4 ? get_le32 (table + (size_t) i * 4)
-                       : get_le64 (table + (size_t) i * 8);
+  if (gte_size == 4)
+    return le32toh (__atomic_load_n ((const uint32_t *) table + i,
+                                     __ATOMIC_RELAXED));
+  return le64toh (__atomic_load_n ((const uint64_t *) table + i,
+                                   __ATOMIC_RELAXED));
+}
+
+static uint64_t
+gt_offset (const struct grain_dir *d, uint64_t t)
+{
+  return __atomic_load_n (&d->gt_offsets[t], __ATOMIC_ACQUIRE);
 }
 
 /* Return the grain table, pinned, reading it into the cache on a miss. */
@@ -78,7 +104,7 @@ load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
     return NULL;
   }
   if (io_pread_zerofill (d->io, gtcache_data (e), gt_bytes,
-                         d->gt_offsets[gt_index]) == -1) {
+                         gt_offset (d, gt_index)) == -1) {
     gtcache_discard (e);
     return NULL;
   }
@@ -117,12 +143,12 @@ grain_dir_lookup (struct grain_dir *d, uint64_t offset, uint64_t max,
   /* Runs never cross a grain table: the caller loops. */
   max = MIN (max, coverage - in_table);
 
-  if (gt_index >= d->nr_gts || d->gt_offsets[gt_index] == 0) {
+  if (gt_index >= d->nr_gts || gt_offset (d, gt_index) == 0) {
     run->kind = RUN_UNALLOC;
     run->length = max;
     return 0;
   }
-  if (d->gt_offsets[gt_index] == GD_BAD)
+  if (gt_offset (d, gt_index) == GD_BAD)
     return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
                        " points outside the file: corrupt image",
                        d->io->name, gt_index);
@@ -164,4 +190,223 @@ grain_dir_lookup (struct grain_dir *d, uint64_t offset, uint64_t max,
  err:
   gtcache_unpin (pin);
   return -1;
+}
+
+/* Writing.  Every function below runs with d->alloc_lock held. */
+
+int
+grain_dir_get (struct grain_dir *d, uint64_t gt_index, uint32_t gte_index,
+               uint64_t *gte)
+{
+  const unsigned char *table;
+  struct gt_entry *pin;
+
+  if (gt_index >= d->nr_gts || gt_offset (d, gt_index) == 0) {
+    *gte = 0;
+    return 0;
+  }
+  if (gt_offset (d, gt_index) == GD_BAD)
+    return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
+                       " points outside the file: corrupt image",
+                       d->io->name, gt_index);
+  table = load_table (d, gt_index, &pin);
+  if (table == NULL)
+    return -1;
+  *gte = get_gte (table, d->gte_size, gte_index);
+  gtcache_unpin (pin);
+  return 0;
+}
+
+int
+grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
+                   uint64_t *offset)
+{
+  uint64_t off = div_round_up (d->next_free, align) * align, end;
+
+  if (ADD_OVERFLOW (off, bytes, &end) || end > d->max_offset)
+    return vmdk_error (ENOSPC, "%s: the extent file is full: a sparse "
+                       "extent cannot grow past %" PRIu64 " bytes",
+                       d->io->name, d->max_offset);
+  d->next_free = end;
+  if (end > __atomic_load_n (&d->file_size, __ATOMIC_RELAXED))
+    __atomic_store_n (&d->file_size, end, __ATOMIC_RELEASE);
+  *offset = off;
+  return 0;
+}
+
+static int
+grow (void **array, size_t *alloc, size_t need, size_t elem)
+{
+  void *p;
+  size_t n;
+
+  if (need <= *alloc)
+    return 0;
+  n = *alloc ? *alloc * 2 : 16;
+  while (n < need)
+    n *= 2;
+  p = realloc (*array, n * elem);
+  if (p == NULL)
+    return vmdk_error (ENOMEM, "realloc: %m");
+  *array = p;
+  *alloc = n;
+  return 0;
+}
+
+/* Give a GD hole a new (zeroed) table and its redundant twin. */
+static int
+allocate_table (struct grain_dir *d, uint64_t t)
+{
+  uint64_t gt_bytes = div_round_up ((uint64_t) d->gtes_per_gt * d->gte_size,
+                                    SECTOR) * SECTOR;
+  uint64_t off, roff = 0;
+
+  if (grow ((void **) &d->dirty_gdes, &d->dirty_gdes_alloc,
+            d->nr_dirty_gdes + 1, sizeof *d->dirty_gdes) == -1 ||
+      grain_dir_reserve (d, gt_bytes, SECTOR, &off) == -1 ||
+      (d->rgt_offsets && grain_dir_reserve (d, gt_bytes, SECTOR, &roff) == -1))
+    return -1;
+  /* The new space lies past everything ever written, so it reads as
+   * zeroes: a lookup that misses the cache sees an empty table.
+   */
+  if (d->rgt_offsets)
+    d->rgt_offsets[t] = roff;
+  __atomic_store_n (&d->gt_offsets[t], off, __ATOMIC_RELEASE);
+  d->table_state[t] |= TABLE_CHECKED;
+  d->dirty_gdes[d->nr_dirty_gdes++] = t;
+  return 0;
+}
+
+/* Before the first update of a table, compare it with its redundant
+ * copy: if they differ we cannot know which is right.
+ */
+static int
+check_redundant (struct grain_dir *d, uint64_t t, const unsigned char *table)
+{
+  size_t gt_bytes = (size_t) d->gtes_per_gt * d->gte_size;
+  unsigned char *copy;
+  int r = 0;
+
+  if (d->rgt_offsets == NULL || (d->table_state[t] & TABLE_CHECKED))
+    return 0;
+  copy = malloc (gt_bytes);
+  if (copy == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  if (io_pread_zerofill (d->io, copy, gt_bytes, d->rgt_offsets[t]) == -1)
+    r = -1;
+  else if (memcmp (copy, table, gt_bytes) != 0)
+    r = vmdk_error (EIO, "%s: grain table %" PRIu64 " differs from its "
+                    "redundant copy: refusing to write to a corrupt image",
+                    d->io->name, t);
+  free (copy);
+  if (r == 0)
+    d->table_state[t] |= TABLE_CHECKED;
+  return r;
+}
+
+int
+grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
+{
+  unsigned char *table;
+  struct gt_entry *pin;
+
+  if (t >= d->nr_gts)
+    return vmdk_error (EIO, "%s: write beyond the capacity in the sparse "
+                       "header (table %" PRIu64 ")", d->io->name, t);
+  if (gt_offset (d, t) == GD_BAD)
+    return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
+                       " points outside the file: corrupt image",
+                       d->io->name, t);
+  if (gt_offset (d, t) == 0 && allocate_table (d, t) == -1)
+    return -1;
+
+  /* Pin the table and keep it in the cache until flushed. */
+  for (;;) {
+    table = (unsigned char *) load_table (d, t, &pin);
+    if (table == NULL)
+      return -1;
+    if ((d->table_state[t] & TABLE_DIRTY) || gtcache_mark_dirty (d->cache, pin))
+      break;
+    gtcache_unpin (pin);        /* evicted meanwhile: load it again */
+  }
+  if (!(d->table_state[t] & TABLE_DIRTY)) {
+    if (check_redundant (d, t, table) == -1 ||
+        grow ((void **) &d->dirty, &d->dirty_alloc, d->nr_dirty + 1,
+              sizeof *d->dirty) == -1 ||
+        grow ((void **) &d->dirty_index, &d->dirty_index_alloc,
+              d->nr_dirty + 1, sizeof *d->dirty_index) == -1) {
+      gtcache_clean (d->cache, pin);
+      gtcache_unpin (pin);
+      return -1;
+    }
+    d->table_state[t] |= TABLE_DIRTY;
+    d->dirty[d->nr_dirty] = pin;              /* keeps the pin */
+    d->dirty_index[d->nr_dirty++] = t;
+  }
+  else
+    gtcache_unpin (pin);        /* the dirty list holds a pin already */
+
+  assert (d->gte_size == 4);
+  __atomic_store_n ((uint32_t *) table + i, htole32 (value),
+                    __ATOMIC_RELAXED);
+
+  /* Bound the memory held by dirty tables. */
+  if (d->nr_dirty >= GRAIN_DIR_MAX_DIRTY)
+    return grain_dir_flush_locked (d);
+  return 0;
+}
+
+static int
+write_gde (struct grain_dir *d, uint64_t start, uint64_t t, uint64_t off)
+{
+  unsigned char buf[4];
+
+  put_le32 (buf, off / SECTOR);
+  return d->io->ops->pwrite (d->io, buf, 4, start + t * 4);
+}
+
+int
+grain_dir_flush_locked (struct grain_dir *d)
+{
+  size_t gt_bytes = (size_t) d->gtes_per_gt * d->gte_size, k;
+  struct vmdk_io *io = d->io;
+
+  if (d->nr_dirty == 0 && d->nr_dirty_gdes == 0)
+    return io->ops->flush (io);
+
+  /* 1. Data: every grain a new entry points at must be on disk before
+   * the entry is.  The file is first extended over all allocations.
+   */
+  if (io->ops->extend (io, d->next_free) == -1 || io->ops->flush (io) == -1)
+    return -1;
+  /* 2. Tables (and redundant copies), then directory entries. */
+  for (k = 0; k < d->nr_dirty; ++k) {
+    uint64_t t = d->dirty_index[k];
+    const void *data = gtcache_data (d->dirty[k]);
+
+    if (io->ops->pwrite (io, data, gt_bytes, d->gt_offsets[t]) == -1 ||
+        (d->rgt_offsets &&
+         io->ops->pwrite (io, data, gt_bytes, d->rgt_offsets[t]) == -1))
+      return -1;
+  }
+  for (k = 0; k < d->nr_dirty_gdes; ++k) {
+    uint64_t t = d->dirty_gdes[k];
+
+    if (write_gde (d, d->gd_start, t, d->gt_offsets[t]) == -1 ||
+        (d->rgt_offsets &&
+         write_gde (d, d->rgd_start, t, d->rgt_offsets[t]) == -1))
+      return -1;
+  }
+  /* 3. Metadata durable. */
+  if (io->ops->flush (io) == -1)
+    return -1;
+
+  for (k = 0; k < d->nr_dirty; ++k) {
+    d->table_state[d->dirty_index[k]] &= ~TABLE_DIRTY;
+    gtcache_clean (d->cache, d->dirty[k]);
+    gtcache_unpin (d->dirty[k]);
+  }
+  d->nr_dirty = 0;
+  d->nr_dirty_gdes = 0;
+  return 0;
 }

@@ -20,6 +20,8 @@ struct gt_entry {
   atomic_uint refs;             /* the cache's reference + pins */
   uint64_t key;
   size_t bytes;
+  bool attached;                /* in the hash table (shard lock) */
+  bool dirty;                   /* pinned in the cache (shard lock) */
   struct gt_entry *hash_next;
   struct gt_entry *lru_prev, *lru_next;   /* most recent at head */
   _Alignas (8) unsigned char data[];
@@ -188,21 +190,60 @@ gtcache_discard (struct gt_entry *e)
  * but always keep the newest entry (a budget smaller than one table
  * still caches one).
  */
+/* Drop least recently used clean entries until the shard is within
+ * budget, but always keep the newest entry (a budget smaller than one
+ * table still caches one).  Dirty entries are skipped: they hold the
+ * only copy of updates not yet on disk.
+ */
 static void
 evict_locked (struct shard *s)
 {
-  while (s->bytes > s->budget && s->lru_tail && s->lru_tail != s->lru_head) {
-    struct gt_entry *victim = s->lru_tail, **pp;
-    uint64_t h = hash_key (victim->key);
+  struct gt_entry *victim = s->lru_tail;
 
+  while (s->bytes > s->budget && victim && victim != s->lru_head) {
+    struct gt_entry *prev = victim->lru_prev, **pp;
+    uint64_t h;
+
+    if (victim->dirty) {
+      victim = prev;
+      continue;
+    }
+    h = hash_key (victim->key);
     for (pp = bucket_of (s, h); *pp != victim; pp = &(*pp)->hash_next)
       ;
     *pp = victim->hash_next;
     lru_unlink (s, victim);
+    victim->attached = false;
     s->bytes -= victim->bytes;
     s->evictions++;
     gtcache_unpin (victim);     /* the cache's reference */
+    victim = prev;
   }
+}
+
+bool
+gtcache_mark_dirty (struct gtcache *c, struct gt_entry *e)
+{
+  struct shard *s = shard_of (c, hash_key (e->key));
+  bool ok;
+
+  pthread_mutex_lock (&s->lock);
+  ok = e->attached;
+  if (ok)
+    e->dirty = true;
+  pthread_mutex_unlock (&s->lock);
+  return ok;
+}
+
+void
+gtcache_clean (struct gtcache *c, struct gt_entry *e)
+{
+  struct shard *s = shard_of (c, hash_key (e->key));
+
+  pthread_mutex_lock (&s->lock);
+  e->dirty = false;
+  evict_locked (s);
+  pthread_mutex_unlock (&s->lock);
 }
 
 struct gt_entry *
@@ -221,6 +262,7 @@ gtcache_insert (struct gtcache *c, uint64_t key, struct gt_entry *e)
     return old;
   }
   e->key = key;
+  e->attached = true;
   atomic_init (&e->refs, 2);    /* the cache's and the caller's */
   b = bucket_of (s, h);
   e->hash_next = *b;

@@ -16,6 +16,7 @@
 #ifndef VMDK_GTCACHE_H
 #define VMDK_GTCACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,6 +58,14 @@ extern struct gt_entry *gtcache_insert (struct gtcache *c, uint64_t key,
                                         struct gt_entry *e);
 
 extern void gtcache_unpin (struct gt_entry *e);
+
+/* Dirty entries hold updates not yet written to disk: they are never
+ * evicted until cleaned.  gtcache_mark_dirty fails (returns false) if
+ * the pinned entry was evicted meanwhile; the caller must look the
+ * table up again, because a new copy may have been read since.
+ */
+extern bool gtcache_mark_dirty (struct gtcache *c, struct gt_entry *e);
+extern void gtcache_clean (struct gtcache *c, struct gt_entry *e);
 
 /* Statistics (for debugging and tests). */
 struct gtcache_stats {

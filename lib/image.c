@@ -15,10 +15,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <ctype.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "checked.h"
 #include "descriptor.h"
@@ -47,6 +52,15 @@ struct vmdk_image {
   bool owns_src, owns_cache;
   struct vmdk_image *parent;    /* NULL: no parent, or single-link */
   unsigned chain_length;
+
+  /* Writing (top link only). */
+  bool rw;                      /* files opened read-write */
+  bool writable;                /* every RW extent can be written */
+  const char *ro_reason;
+  char ro_reason_buf[256];
+  uint64_t desc_offset, desc_length;  /* descriptor bytes in ios[0] */
+  pthread_mutex_t write_lock;   /* first-write setup */
+  bool modified;
 };
 
 /* The files already in the chain being opened, to refuse loops. */
@@ -55,6 +69,8 @@ struct chain {
   unsigned depth;
 };
 
+static void close_writes (struct vmdk_image *img);
+
 void
 vmdk_close (struct vmdk_image *img)
 {
@@ -62,6 +78,8 @@ vmdk_close (struct vmdk_image *img)
 
   if (img == NULL)
     return;
+  if (img->modified)
+    close_writes (img);
   for (i = 0; i < img->nr_extents; ++i)
     if (img->extents[i].ops)
       img->extents[i].ops->free (&img->extents[i]);
@@ -71,6 +89,7 @@ vmdk_close (struct vmdk_image *img)
   free (img->ios);
   descriptor_free (img->desc);
   vmdk_close (img->parent);
+  pthread_mutex_destroy (&img->write_lock);
   if (img->owns_cache)
     gtcache_free (img->cache);
   if (img->src && img->owns_src)
@@ -123,6 +142,27 @@ remember_io (struct vmdk_image *img, struct vmdk_io *io)
   return 0;
 }
 
+/* Open a file of this link: read-write if the link is writable, and if
+ * that is refused (permissions, read-only file system) read-only, with
+ * the reason kept for the log.
+ */
+static struct vmdk_io *
+open_file (struct vmdk_image *img, const char *filename)
+{
+  struct vmdk_io *io;
+
+  if (img->rw) {
+    io = img->src->ops->open (img->src, filename, false);
+    if (io || (errno != EACCES && errno != EROFS && errno != EPERM &&
+               errno != ETXTBSY))
+      return io;
+    snprintf (img->ro_reason_buf, sizeof img->ro_reason_buf,
+              "%s cannot be opened for writing: %s", filename, vmdk_errmsg ());
+    img->ro_reason = img->ro_reason_buf;
+  }
+  return img->src->ops->open (img->src, filename, true);
+}
+
 /* Open an extent file, sharing the io if several lines name one file. */
 static struct vmdk_io *
 open_extent_file (struct vmdk_image *img, const char *filename)
@@ -133,7 +173,7 @@ open_extent_file (struct vmdk_image *img, const char *filename)
   for (i = 0; i < img->nr_ios; ++i)
     if (strcmp (img->ios[i]->name, filename) == 0)
       return img->ios[i];
-  io = img->src->ops->open (img->src, filename, true);
+  io = open_file (img, filename);
   if (io == NULL || remember_io (img, io) == -1)
     return NULL;
   return io;
@@ -170,6 +210,8 @@ read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
   free (text);
   if (img->desc == NULL)
     return -1;
+  img->desc_offset = off;
+  img->desc_length = len;
   /* The embedded descriptor describes this very file, whatever name it
    * gives (ovftool writes "generated-stream.vmdk"): never open that name.
    */
@@ -269,6 +311,8 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
   }
   img->desc = descriptor_parse (text, size, io->name);
   free (text);
+  img->desc_offset = 0;
+  img->desc_length = size;
   return img->desc ? 0 : -1;
 }
 
@@ -345,6 +389,8 @@ build_extents (struct vmdk_image *img, struct vmdk_io *self)
   return 0;
 }
 
+static int prepare_writes (struct vmdk_image *img,
+                           const struct vmdk_options *opts);
 static struct vmdk_image *open_link (struct vmdk_source *src, bool owns_src,
                                      const char *name,
                                      const struct vmdk_options *opts,
@@ -474,7 +520,9 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
     goto err;
   }
 
-  main_io = src->ops->open (src, name, true);
+  img->rw = !opts->readonly;
+  pthread_mutex_init (&img->write_lock, NULL);
+  main_io = open_file (img, name);
   if (main_io == NULL || remember_io (img, main_io) == -1)
     goto err;
   if (enter_chain (chain, main_io) == -1 ||
@@ -483,6 +531,8 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
     goto err;
   if (has_parent (img->desc) && !opts->single_link &&
       open_parent (img, opts, chain) == -1)
+    goto err;
+  if (img->rw && prepare_writes (img, opts) == -1)
     goto err;
   vmdk_debug (VMDK_DEBUG_OPEN, "%s: createType=%s, %zu extents, %" PRIu64
               " bytes, grain %" PRIu32 ", chain of %u", name,
@@ -733,4 +783,300 @@ vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
   if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
     end = img->size;
   return map_range (img, offset, end, fn, opaque) == -1 ? -1 : 0;
+}
+
+/* Writing. */
+
+/* Decide whether the top link can be written; if not, the image stays
+ * readable and vmdk_is_writable gives the reason.
+ */
+static int
+prepare_writes (struct vmdk_image *img, const struct vmdk_options *opts)
+{
+  size_t i;
+
+  if (img->ro_reason)           /* a file could not be opened RW */
+    return 0;
+  if (opts->single_link && has_parent (img->desc)) {
+    img->ro_reason = "single-link: the parent is not open, so a partial "
+      "write could not copy the rest of a grain from it";
+    return 0;
+  }
+  for (i = 0; i < img->nr_extents; ++i) {
+    struct extent *e = &img->extents[i];
+    const char *reason = NULL;
+    int r;
+
+    if (e->access != ACCESS_RW)   /* refused per request instead */
+      continue;
+    if (e->ops->open_rw == NULL) {
+      snprintf (img->ro_reason_buf, sizeof img->ro_reason_buf,
+                "%s extents are read-only (\"%s\")", e->ops->kind, e->line);
+      img->ro_reason = img->ro_reason_buf;
+      return 0;
+    }
+    r = e->ops->open_rw (e, &reason);
+    if (r == -1)
+      return -1;
+    if (r == 1) {
+      snprintf (img->ro_reason_buf, sizeof img->ro_reason_buf, "%s: %s",
+                e->io ? e->io->name : img->name, reason);
+      img->ro_reason = img->ro_reason_buf;
+      return 0;
+    }
+  }
+  img->writable = true;
+  return 0;
+}
+
+bool
+vmdk_is_writable (const struct vmdk_image *img, const char **reason)
+{
+  if (reason)
+    *reason = img->writable ? NULL
+      : img->ro_reason ? img->ro_reason : "opened read-only";
+  return img->writable;
+}
+
+/* A new CID, written over the old value's digits in place (same width,
+ * so only those bytes of the descriptor change: QEMU's rewrite of the
+ * whole descriptor drops lines).
+ */
+static int
+update_cid (struct vmdk_image *img)
+{
+  struct vmdk_io *io = img->ios[0];
+  char *text, digits[17];
+  size_t len = img->desc_length, pos = 0, start, width;
+  uint32_t cid = 0, limit;
+  int r = -1;
+
+  text = malloc (len + 1);
+  if (text == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  if (io_pread_full (io, text, len, img->desc_offset, "descriptor") == -1)
+    goto out;
+  text[len] = '\0';
+  len = strlen (text);
+  /* Find "CID" at the start of a line (not parentCID). */
+  for (;;) {
+    while (pos < len && (text[pos] == ' ' || text[pos] == '\t'))
+      pos++;
+    if (strncasecmp (text + pos, "CID", 3) == 0) {
+      size_t p = pos + 3;
+      while (text[p] == ' ' || text[p] == '\t') p++;
+      if (text[p] == '=') {
+        p++;
+        while (text[p] == ' ' || text[p] == '\t' || text[p] == '"') p++;
+        pos = p;
+        break;
+      }
+    }
+    while (pos < len && text[pos] != '\n')
+      pos++;
+    if (pos >= len) {
+      vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CID line to update", img->name);
+      r = 0;
+      goto out;
+    }
+    pos++;
+  }
+  start = pos;
+  while (pos < len && isxdigit ((unsigned char) text[pos]))
+    pos++;
+  width = MIN (pos - start, (size_t) 16);
+  if (width == 0) {
+    r = vmdk_error (EINVAL, "%s: the CID line has no value", img->name);
+    goto out;
+  }
+  limit = width >= 8 ? UINT32_MAX : (UINT32_C (1) << (4 * width)) - 1;
+  do {
+    if (getrandom (&cid, sizeof cid, 0) != sizeof cid)
+      cid = (uint32_t) random ();
+    cid &= limit;
+  } while (cid == img->desc->cid || cid >= 0xfffffffe);
+  snprintf (digits, sizeof digits, "%0*" PRIx32, (int) width, cid);
+  r = io->ops->pwrite (io, digits, width, img->desc_offset + start);
+  if (r == 0) {
+    vmdk_debug (VMDK_DEBUG_OPEN, "%s: CID %08" PRIx32 " -> %08" PRIx32,
+                img->name, img->desc->cid, cid);
+    img->desc->cid = cid;
+  }
+ out:
+  free (text);
+  return r;
+}
+
+/* Before the first change: a new CID (children of the old contents must
+ * no longer match) and the unclean-shutdown flags.
+ */
+static int
+begin_change (struct vmdk_image *img)
+{
+  int r = 0;
+  size_t i;
+
+  if (!img->writable) {
+    const char *reason;
+
+    vmdk_is_writable (img, &reason);
+    return vmdk_error (EPERM, "%s: the image is read-only: %s", img->name,
+                       reason);
+  }
+  if (__atomic_load_n (&img->modified, __ATOMIC_ACQUIRE))
+    return 0;
+  pthread_mutex_lock (&img->write_lock);
+  if (!img->modified) {
+    for (i = 0; r == 0 && i < img->nr_extents; ++i)
+      if (img->extents[i].access == ACCESS_RW)
+        r = img->extents[i].ops->begin_rw (&img->extents[i]);
+    if (r == 0)
+      r = update_cid (img);
+    if (r == 0)
+      __atomic_store_n (&img->modified, true, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock (&img->write_lock);
+  return r;
+}
+
+static int
+read_below (void *opaque, void *buf, size_t count, uint64_t offset)
+{
+  struct vmdk_image *img = opaque;
+
+  if (img->parent)
+    return read_parent (img->parent, buf, count, offset);
+  memset (buf, 0, count);
+  return 0;
+}
+
+enum change { CHANGE_WRITE, CHANGE_ZERO, CHANGE_CHECK_FAST_ZERO,
+              CHANGE_TRIM };
+
+/* Apply one kind of change over [offset, offset+count), extent by
+ * extent.
+ */
+static int
+change_range (struct vmdk_image *img, enum change what, const void *buf,
+              uint64_t count, uint64_t offset, unsigned flags)
+{
+  const struct write_ctx ctx = {
+    .read_below = read_below,
+    .opaque = img,
+    .has_parent = img->parent != NULL,
+  };
+  const unsigned char *b = buf;
+  uint64_t end;
+
+  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
+    return vmdk_error (EINVAL, "%s: request of %" PRIu64 " bytes at offset %"
+                       PRIu64 " is beyond the end of the disk", img->name,
+                       count, offset);
+  while (count > 0) {
+    struct extent *e = find_extent (img, offset);
+    uint64_t rel = offset - e->start, n = MIN (count, e->length - rel);
+    unsigned zflags = 0;
+    int r = 0;
+
+    if (flags & VMDK_MAY_TRIM) zflags |= EXTENT_ZERO_MAY_TRIM;
+    if (flags & VMDK_FAST_ZERO) zflags |= EXTENT_ZERO_FAST;
+    if (e->access != ACCESS_RW) {
+      if (what == CHANGE_TRIM)
+        r = 0;                  /* advisory */
+      else if (e->access == ACCESS_NOACCESS)
+        r = vmdk_error (EIO, "%s: offset %" PRIu64 " falls in a NOACCESS "
+                        "extent (\"%s\")", img->name, offset, e->line);
+      else
+        r = vmdk_error (EPERM, "%s: offset %" PRIu64 " falls in a RDONLY "
+                        "extent (\"%s\")", img->name, offset, e->line);
+    }
+    else switch (what) {
+    case CHANGE_WRITE:
+      r = e->ops->pwrite (e, b, n, rel, &ctx);
+      b += n;
+      break;
+    case CHANGE_ZERO:
+      r = e->ops->zero (e, rel, n, zflags, &ctx);
+      break;
+    case CHANGE_CHECK_FAST_ZERO:
+      r = e->ops->zero (e, rel, n, zflags | EXTENT_ZERO_CHECK_ONLY, &ctx);
+      break;
+    case CHANGE_TRIM:
+      r = e->ops->trim (e, rel, n, &ctx);
+      break;
+    }
+    if (r == -1)
+      return -1;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
+int
+vmdk_pwrite (struct vmdk_image *img, const void *buf, size_t count,
+             uint64_t offset, unsigned flags)
+{
+  if (begin_change (img) == -1 ||
+      change_range (img, CHANGE_WRITE, buf, count, offset, 0) == -1)
+    return -1;
+  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
+}
+
+int
+vmdk_zero (struct vmdk_image *img, uint64_t count, uint64_t offset,
+           unsigned flags)
+{
+  if (begin_change (img) == -1)
+    return -1;
+  /* A fast zero that cannot be fast fails before anything changes. */
+  if ((flags & VMDK_FAST_ZERO) &&
+      change_range (img, CHANGE_CHECK_FAST_ZERO, NULL, count, offset,
+                    flags) == -1)
+    return -1;
+  if (change_range (img, CHANGE_ZERO, NULL, count, offset, flags) == -1)
+    return -1;
+  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
+}
+
+int
+vmdk_trim (struct vmdk_image *img, uint64_t count, uint64_t offset,
+           unsigned flags)
+{
+  if (begin_change (img) == -1 ||
+      change_range (img, CHANGE_TRIM, NULL, count, offset, 0) == -1)
+    return -1;
+  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
+}
+
+int
+vmdk_flush (struct vmdk_image *img)
+{
+  size_t i;
+
+  if (!img->writable)
+    return 0;
+  for (i = 0; i < img->nr_extents; ++i) {
+    struct extent *e = &img->extents[i];
+
+    if (e->access == ACCESS_RW && e->ops->flush (e) == -1)
+      return -1;
+  }
+  /* The descriptor (CID) may live in a file of its own. */
+  return img->ios[0]->ops->flush (img->ios[0]);
+}
+
+static void
+close_writes (struct vmdk_image *img)
+{
+  size_t i;
+
+  for (i = 0; i < img->nr_extents; ++i) {
+    struct extent *e = &img->extents[i];
+
+    if (e->access == ACCESS_RW && e->ops->close_rw (e) == -1)
+      vmdk_warning ("%s: closing: %s", img->name, vmdk_errmsg ());
+  }
+  if (img->ios[0]->ops->flush (img->ios[0]) == -1)
+    vmdk_warning ("%s: closing: %s", img->name, vmdk_errmsg ());
 }

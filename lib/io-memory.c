@@ -106,6 +106,30 @@ mem_get_id (struct vmdk_io *io, uint64_t id[2])
   return 0;
 }
 
+static int
+mem_zero (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+
+  pthread_rwlock_wrlock (&f->lock);
+  if (offset < f->len)
+    memset (f->data + offset, 0, MIN (count, f->len - offset));
+  pthread_rwlock_unlock (&f->lock);
+  return 0;
+}
+
+static int
+mem_extend (struct vmdk_io *io, uint64_t size)
+{
+  uint64_t len;
+  unsigned char zero = 0;
+
+  mem_get_size (io, &len);
+  if (size > len)
+    return mem_pwrite (io, &zero, 1, size - 1);
+  return 0;
+}
+
 static void
 mem_close (struct vmdk_io *io)
 {
@@ -120,6 +144,9 @@ static const struct vmdk_io_ops mem_io_ops = {
   .get_size = mem_get_size,
   .region = NULL,
   .get_id = mem_get_id,
+  .punch = mem_zero,
+  .zero_range = mem_zero,
+  .extend = mem_extend,
   .close = mem_close,
 };
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <linux/falloc.h>
 #include <sys/syscall.h>
 #include <linux/openat2.h>
 
@@ -157,6 +158,49 @@ posix_get_id (struct vmdk_io *io, uint64_t id[2])
   return 0;
 }
 
+/* file.c's do_fallocate maps ENODEV and friends to EOPNOTSUPP. */
+static int
+do_fallocate (struct vmdk_io *io, int mode, uint64_t offset, uint64_t count)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  if (fallocate (p->fd, mode, offset, count) == -1) {
+    int e = errno;
+    if (e == ENODEV || e == ENOSYS || e == ENOTSUP)
+      e = EOPNOTSUPP;
+    return vmdk_error (e, "fallocate: %s: offset %" PRIu64 " count %" PRIu64
+                       ": %m", io->name, offset, count);
+  }
+  return 0;
+}
+
+static int
+posix_punch (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  return do_fallocate (io, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                       offset, count);
+}
+
+static int
+posix_zero_range (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  return do_fallocate (io, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                       offset, count);
+}
+
+static int
+posix_extend (struct vmdk_io *io, uint64_t size)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  struct stat st;
+
+  if (fstat (p->fd, &st) == -1)
+    return vmdk_error (errno, "fstat: %s: %m", io->name);
+  if ((uint64_t) st.st_size < size && ftruncate (p->fd, size) == -1)
+    return vmdk_error (errno, "ftruncate: %s: %m", io->name);
+  return 0;
+}
+
 static void
 posix_close (struct vmdk_io *io)
 {
@@ -174,6 +218,9 @@ static const struct vmdk_io_ops posix_io_ops = {
   .get_size = posix_get_size,
   .region = posix_region,
   .get_id = posix_get_id,
+  .punch = posix_punch,
+  .zero_range = posix_zero_range,
+  .extend = posix_extend,
   .close = posix_close,
 };
 

@@ -39,6 +39,13 @@ struct vmdk_io_ops {
    * detect parent chains that loop.
    */
   int (*get_id) (struct vmdk_io *io, uint64_t id[2]);
+  /* Optional: deallocate (punch) or zero a byte range so it reads as
+   * zeroes, keeping the size.  Fails with EOPNOTSUPP if the host cannot.
+   */
+  int (*punch) (struct vmdk_io *io, uint64_t offset, uint64_t count);
+  int (*zero_range) (struct vmdk_io *io, uint64_t offset, uint64_t count);
+  /* Extend (never shrink) the file to size. */
+  int (*extend) (struct vmdk_io *io, uint64_t size);
   void (*close) (struct vmdk_io *io);
 };
 

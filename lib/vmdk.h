@@ -27,7 +27,7 @@ struct vmdk_source;
 #define VMDK_MAX_CHAIN_DEPTH 128
 
 struct vmdk_options {
-  bool readonly;               /* Always true until writes land. */
+  bool readonly;               /* open the top link read-only */
   uint64_t gt_cache_bytes;     /* Budget for cached grain tables (0: default). */
   /* Open only this link of a snapshot chain: unallocated ranges read as
    * zeroes and map as holes; the parent is not opened.
@@ -90,6 +90,25 @@ typedef int (*vmdk_map_fn) (void *opaque, uint64_t offset, uint64_t length,
                             enum vmdk_map_type type);
 extern int vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
                      vmdk_map_fn fn, void *opaque);
+
+/* Writes.  The image is writable if it was opened with readonly false
+ * and every RW extent of the top link can be written; otherwise
+ * vmdk_is_writable says why not.  Writes go to the top link only.
+ */
+#define VMDK_FUA 1              /* durable before returning */
+#define VMDK_MAY_TRIM 2         /* zero: may deallocate */
+#define VMDK_FAST_ZERO 4        /* zero: fail with ENOTSUP if slow */
+
+extern bool vmdk_is_writable (const struct vmdk_image *img,
+                              const char **reason);
+extern int vmdk_pwrite (struct vmdk_image *img, const void *buf,
+                        size_t count, uint64_t offset, unsigned flags);
+extern int vmdk_zero (struct vmdk_image *img, uint64_t count,
+                      uint64_t offset, unsigned flags);
+extern int vmdk_trim (struct vmdk_image *img, uint64_t count,
+                      uint64_t offset, unsigned flags);
+/* Every completed write becomes durable. */
+extern int vmdk_flush (struct vmdk_image *img);
 
 /* The calling thread's last error. */
 extern const char *vmdk_errmsg (void);

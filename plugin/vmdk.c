@@ -30,6 +30,7 @@ static uint64_t gt_cache_bytes = VMDK_DEFAULT_GT_CACHE;
 static bool gt_cache_set;
 static int single_link = -1;            /* -1: not given */
 static int ignore_parent_cid = -1;
+static int readonly_param = -1;
 
 /* The image, opened in get_ready and shared by every connection. */
 static struct vmdk_image *img;
@@ -115,6 +116,8 @@ vmdk_config (const char *key, const char *value)
     return parse_bool_once (key, value, &single_link);
   else if (strcmp (key, "ignore-parent-cid") == 0)
     return parse_bool_once (key, value, &ignore_parent_cid);
+  else if (strcmp (key, "readonly") == 0)
+    return parse_bool_once (key, value, &readonly_param);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -147,7 +150,8 @@ vmdk_config_complete (void)
   "[file=]<FILENAME>     (required) The VMDK descriptor or monolithic file.\n" \
   "gt-cache=<SIZE>       Grain-table cache budget (default 32M).\n" \
   "single-link=true      Serve one link of a snapshot chain alone.\n" \
-  "ignore-parent-cid=true  Open a chain despite a parentCID mismatch."
+  "ignore-parent-cid=true  Open a chain despite a parentCID mismatch.\n" \
+  "readonly=true         Open the image files read-only."
 
 static void
 vmdk_dump_plugin (void)
@@ -156,7 +160,7 @@ vmdk_dump_plugin (void)
           "twoGbMaxExtentSparse,twoGbMaxExtentFlat,vmfs,custom,"
           "streamOptimized\n");
   printf ("vmdk_extent_types=SPARSE,FLAT,VMFS,ZERO\n");
-  printf ("vmdk_write=no\n");
+  printf ("vmdk_write=yes\n");
 }
 
 /* A twoGbMaxExtentSparse image of 2 TiB has 1024 extent files, each
@@ -181,7 +185,7 @@ static int
 vmdk_get_ready (void)
 {
   struct vmdk_options opts = {
-    .readonly = true,
+    .readonly = readonly_param == 1,
     .gt_cache_bytes = gt_cache_bytes,
     .single_link = single_link == 1,
     .ignore_parent_cid = ignore_parent_cid == 1,
@@ -197,6 +201,12 @@ vmdk_get_ready (void)
   if (img == NULL) {
     report_error ();
     return -1;
+  }
+  if (!opts.readonly) {
+    const char *reason;
+
+    if (!vmdk_is_writable (img, &reason))
+      nbdkit_error ("warning: %s: serving read-only: %s", filename, reason);
   }
   nbdkit_debug ("%s: %s, %" PRIu64 " bytes, %zu extent(s), grain %" PRIu32
                 ", chain of %u link(s)%s",
@@ -235,9 +245,49 @@ vmdk_block_size (void *handle,
   return 0;
 }
 
-/* Read-only, one shared image: every connection sees the same bytes. */
+static int
+vmdk_can_write (void *handle)
+{
+  return vmdk_is_writable (img, NULL);
+}
+
+/* One image object (metadata and grain-table cache) is shared by every
+ * connection, and a flush makes every completed write durable, so
+ * clients may spread I/O over connections.
+ */
 static int
 vmdk_can_multi_conn (void *handle)
+{
+  return 1;
+}
+
+static int
+vmdk_can_flush (void *handle)
+{
+  return 1;
+}
+
+/* FUA is honoured by flushing before the reply. */
+static int
+vmdk_can_fua (void *handle)
+{
+  return NBDKIT_FUA_NATIVE;
+}
+
+static int
+vmdk_can_zero (void *handle)
+{
+  return 1;
+}
+
+static int
+vmdk_can_fast_zero (void *handle)
+{
+  return 1;
+}
+
+static int
+vmdk_can_trim (void *handle)
 {
   return 1;
 }
@@ -254,6 +304,56 @@ vmdk_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
 {
   if (vmdk_pread (img, buf, count, offset) == -1) {
     report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vmdk_pwrite_cb (void *handle, const void *buf, uint32_t count,
+                uint64_t offset, uint32_t flags)
+{
+  if (vmdk_pwrite (img, buf, count, offset,
+                   (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1) {
+    report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vmdk_flush_cb (void *handle, uint32_t flags)
+{
+  if (vmdk_flush (img) == -1) {
+    report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vmdk_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  if (vmdk_trim (img, count, offset,
+                 (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1) {
+    report_error ();
+    return -1;
+  }
+  return 0;
+}
+
+static int
+vmdk_zero_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  unsigned f = 0;
+
+  if (flags & NBDKIT_FLAG_FUA) f |= VMDK_FUA;
+  if (flags & NBDKIT_FLAG_MAY_TRIM) f |= VMDK_MAY_TRIM;
+  if (flags & NBDKIT_FLAG_FAST_ZERO) f |= VMDK_FAST_ZERO;
+  if (vmdk_zero (img, count, offset, f) == -1) {
+    /* A refused fast zero is not an error worth logging. */
+    if (errno != ENOTSUP || !(flags & NBDKIT_FLAG_FAST_ZERO))
+      report_error ();
     return -1;
   }
   return 0;
@@ -323,9 +423,19 @@ static struct nbdkit_plugin plugin = {
   .open               = vmdk_open_connection,
   .get_size           = vmdk_get_size_cb,
   .block_size         = vmdk_block_size,
+  .can_write          = vmdk_can_write,
+  .can_flush          = vmdk_can_flush,
   .can_multi_conn     = vmdk_can_multi_conn,
+  .can_trim           = vmdk_can_trim,
+  .can_zero           = vmdk_can_zero,
+  .can_fast_zero      = vmdk_can_fast_zero,
+  .can_fua            = vmdk_can_fua,
   .can_cache          = vmdk_can_cache,
   .pread              = vmdk_pread_cb,
+  .pwrite             = vmdk_pwrite_cb,
+  .flush              = vmdk_flush_cb,
+  .trim               = vmdk_trim_cb,
+  .zero               = vmdk_zero_cb,
   .extents            = vmdk_extents_cb,
   .errno_is_preserved = 1,
 };
