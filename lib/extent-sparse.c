@@ -31,7 +31,6 @@ struct sparse {
   struct sparse_header h;
   struct grain_dir dir;
   struct stream *stream;        /* compressed grains, else NULL */
-  uint64_t first_data;          /* grains start at or after this byte */
 };
 
 static int
@@ -160,124 +159,10 @@ sparse_free (struct extent *e)
   struct sparse *s = e->priv;
 
   if (s) {
-    pthread_mutex_destroy (&s->dir.alloc_lock);
     grain_dir_free (&s->dir);
     stream_free (s->stream);
     free (s);
   }
-}
-
-/* Writing.
- *
- * A write into an allocated grain goes straight to the file, without a
- * lock.  A write into an unallocated or zeroed grain takes the
- * extent's allocation lock, looks again (another request may have
- * allocated it meanwhile: no lost update), appends a whole grain at the
- * end of the file, fills what the write does not cover from the parent
- * (or leaves it as never-written, zero-reading space), and sets the
- * grain-table entry in memory.  Tables reach the disk only at flush,
- * after the data (grain_dir_flush_locked), so a crash can leak grains
- * but never leave an entry pointing at data that was not written.
- */
-
-/* The grain-table position of extent offset off. */
-struct grain_pos {
-  uint64_t t;                   /* table */
-  uint32_t i;                   /* entry */
-  uint64_t start;               /* extent offset of the grain */
-};
-
-static void
-grain_pos (const struct sparse *s, uint64_t off, struct grain_pos *p)
-{
-  uint64_t g = off / s->dir.grain_bytes;
-
-  p->t = g / s->dir.gtes_per_gt;
-  p->i = g % s->dir.gtes_per_gt;
-  p->start = g * s->dir.grain_bytes;
-}
-
-/* Decode the current entry; for data grains check that writing there
- * cannot overwrite metadata.
- */
-static int
-current_grain (struct sparse *s, const struct grain_pos *p,
-               enum grain_kind *kind, uint64_t *foff)
-{
-  uint64_t gte;
-
-  if (grain_dir_get (&s->dir, p->t, p->i, &gte) == -1 ||
-      sparse_decode (&s->dir, gte, p->t, p->i, kind, foff) == -1)
-    return -1;
-  if (*kind == GRAIN_DATA && *foff < s->first_data)
-    return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
-                       " points into the metadata (byte %" PRIu64 ", "
-                       "grains start at %" PRIu64 "): refusing to write",
-                       s->dir.io->name, p->t, p->i, *foff, s->first_data);
-  return 0;
-}
-
-/* Allocate the grain at p and write count bytes at in_grain into it.
- * Caller holds the allocation lock and has seen it unallocated or
- * zeroed.
- */
-static int
-allocate_grain (struct extent *e, const struct grain_pos *p,
-                enum grain_kind kind, uint64_t in_grain, const void *buf,
-                size_t count, const struct write_ctx *ctx)
-{
-  struct sparse *s = e->priv;
-  uint64_t g = s->dir.grain_bytes, off;
-  int r = 0;
-
-  if (grain_dir_reserve (&s->dir, g, g, &off) == -1)
-    return -1;
-  if (kind == GRAIN_UNALLOC && ctx->has_parent) {
-    /* Copy on write: the rest of the grain comes from the parent. */
-    uint64_t len = MIN (g, e->length - p->start);
-    unsigned char *grain = calloc (1, g);
-
-    if (grain == NULL)
-      return vmdk_error (ENOMEM, "calloc: %m");
-    r = ctx->read_below (ctx->opaque, grain, len, e->start + p->start);
-    if (r == 0) {
-      memcpy (grain + in_grain, buf, count);
-      r = s->dir.io->ops->pwrite (s->dir.io, grain, len, off);
-    }
-    free (grain);
-  }
-  else                          /* the rest already reads as zeroes */
-    r = s->dir.io->ops->pwrite (s->dir.io, buf, count, off + in_grain);
-  if (r == -1)
-    return -1;
-  return grain_dir_set (&s->dir, p->t, p->i, off / SECTOR);
-}
-
-/* Write within one grain. */
-static int
-write_in_grain (struct extent *e, const void *buf, size_t count,
-                uint64_t offset, const struct write_ctx *ctx)
-{
-  struct sparse *s = e->priv;
-  struct grain_pos p;
-  enum grain_kind kind;
-  uint64_t foff = 0, in_grain;
-  int r;
-
-  grain_pos (s, offset, &p);
-  in_grain = offset - p.start;
-  if (current_grain (s, &p, &kind, &foff) == -1)
-    return -1;
-  if (kind != GRAIN_DATA) {
-    pthread_mutex_lock (&s->dir.alloc_lock);
-    r = current_grain (s, &p, &kind, &foff);
-    if (r == 0 && kind != GRAIN_DATA)
-      r = allocate_grain (e, &p, kind, in_grain, buf, count, ctx);
-    pthread_mutex_unlock (&s->dir.alloc_lock);
-    if (r == -1 || kind != GRAIN_DATA)
-      return r;
-  }
-  return s->dir.io->ops->pwrite (s->dir.io, buf, count, foff + in_grain);
 }
 
 static int
@@ -285,190 +170,26 @@ sparse_pwrite (struct extent *e, const void *buf, size_t count,
                uint64_t offset, const struct write_ctx *ctx)
 {
   struct sparse *s = e->priv;
-  const unsigned char *b = buf;
 
-  while (count > 0) {
-    size_t n = MIN ((uint64_t) count,
-                    s->dir.grain_bytes - offset % s->dir.grain_bytes);
-
-    if (write_in_grain (e, b, n, offset, ctx) == -1)
-      return -1;
-    b += n;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-/* Write zeroes through the normal write path (allocating). */
-static int
-write_zeroes (struct extent *e, uint64_t offset, uint64_t count,
-              const struct write_ctx *ctx)
-{
-  static const unsigned char zeroes[65536];
-
-  while (count > 0) {
-    size_t n = MIN (count, (uint64_t) sizeof zeroes);
-
-    if (sparse_pwrite (e, zeroes, n, offset, ctx) == -1)
-      return -1;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-enum zero_action { ZA_NOTHING, ZA_SET_ZEROED, ZA_DEALLOCATE, ZA_WRITE };
-
-/* What zeroing [offset, offset+n) within one grain needs. */
-static enum zero_action
-zero_action (const struct sparse *s, enum grain_kind kind, bool whole,
-             unsigned flags, const struct write_ctx *ctx)
-{
-  if (kind == GRAIN_ZERO || (kind == GRAIN_UNALLOC && !ctx->has_parent))
-    return ZA_NOTHING;          /* already reads as zeroes */
-  if (!whole)
-    return ZA_WRITE;
-  if (s->h.flags & SPARSE_FLAG_ZERO_GRAIN)
-    return ZA_SET_ZEROED;
-  if (!ctx->has_parent && (flags & EXTENT_ZERO_MAY_TRIM))
-    return ZA_DEALLOCATE;
-  return ZA_WRITE;
-}
-
-/* Point the grain's entry at value (0 unallocated, 1 zeroed) and give
- * the old data's space back to the host.
- */
-static int
-replace_grain (struct sparse *s, const struct grain_pos *p, uint32_t value)
-{
-  enum grain_kind kind;
-  uint64_t foff = 0;
-  int r;
-
-  pthread_mutex_lock (&s->dir.alloc_lock);
-  r = current_grain (s, p, &kind, &foff);
-  if (r == 0)
-    r = grain_dir_set (&s->dir, p->t, p->i, value);
-  pthread_mutex_unlock (&s->dir.alloc_lock);
-  /* Freed grains are never reused (allocation only appends), so a
-   * crash before the new entry is durable leaves the old entry pointing
-   * at a hole that reads as zeroes, which is what was asked.
-   */
-  if (r == 0 && kind == GRAIN_DATA && s->dir.io->ops->punch &&
-      s->dir.io->ops->punch (s->dir.io, foff, s->dir.grain_bytes) == -1)
-    vmdk_debug (VMDK_DEBUG_GRAINS, "%s (ignored)", vmdk_errmsg ());
-  return r;
-}
-
-/* Visit each grain piece of a range: the callback gets the piece, its
- * position and current kind.
- */
-typedef int (*piece_fn) (struct extent *e, uint64_t offset, uint64_t n,
-                         const struct grain_pos *p, enum grain_kind kind,
-                         void *opaque);
-
-static int
-for_each_piece (struct extent *e, uint64_t offset, uint64_t count,
-                piece_fn fn, void *opaque)
-{
-  struct sparse *s = e->priv;
-
-  while (count > 0) {
-    uint64_t n = MIN (count, s->dir.grain_bytes - offset % s->dir.grain_bytes);
-    struct grain_pos p;
-    enum grain_kind kind;
-    uint64_t foff;
-
-    grain_pos (s, offset, &p);
-    if (current_grain (s, &p, &kind, &foff) == -1 ||
-        fn (e, offset, n, &p, kind, opaque) == -1)
-      return -1;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-struct zero_req {
-  unsigned flags;
-  const struct write_ctx *ctx;
-};
-
-/* A piece "whole" covers the grain, or its tail up to the extent end. */
-static bool
-whole_grain (const struct extent *e, uint64_t offset, uint64_t n,
-             const struct grain_pos *p)
-{
-  return offset == p->start && (n == e->grain_size ||
-                                offset + n == e->length);
-}
-
-static int
-check_fast_zero (struct extent *e, uint64_t offset, uint64_t n,
-                 const struct grain_pos *p, enum grain_kind kind,
-                 void *opaque)
-{
-  const struct zero_req *z = opaque;
-
-  if (zero_action (e->priv, kind, whole_grain (e, offset, n, p), z->flags,
-                   z->ctx) == ZA_WRITE)
-    return vmdk_error (ENOTSUP, "fast zero not possible: zeroing part of a "
-                       "grain means writing zeroes");
-  return 0;
-}
-
-static int
-apply_zero (struct extent *e, uint64_t offset, uint64_t n,
-            const struct grain_pos *p, enum grain_kind kind, void *opaque)
-{
-  const struct zero_req *z = opaque;
-
-  switch (zero_action (e->priv, kind, whole_grain (e, offset, n, p),
-                       z->flags, z->ctx)) {
-  case ZA_NOTHING: return 0;
-  case ZA_SET_ZEROED: return replace_grain (e->priv, p, 1);
-  case ZA_DEALLOCATE: return replace_grain (e->priv, p, 0);
-  case ZA_WRITE: default: return write_zeroes (e, offset, n, z->ctx);
-  }
+  return grain_dir_pwrite (&s->dir, e, buf, count, offset, ctx);
 }
 
 static int
 sparse_zero (struct extent *e, uint64_t offset, uint64_t count,
              unsigned flags, const struct write_ctx *ctx)
 {
-  struct zero_req z = { flags, ctx };
-
-  /* Fast zero fails before anything changes. */
-  if ((flags & EXTENT_ZERO_FAST) &&
-      for_each_piece (e, offset, count, check_fast_zero, &z) == -1)
-    return -1;
-  if (flags & EXTENT_ZERO_CHECK_ONLY)
-    return 0;
-  return for_each_piece (e, offset, count, apply_zero, &z);
-}
-
-static int
-apply_trim (struct extent *e, uint64_t offset, uint64_t n,
-            const struct grain_pos *p, enum grain_kind kind, void *opaque)
-{
-  const struct write_ctx *ctx = opaque;
   struct sparse *s = e->priv;
 
-  if (!whole_grain (e, offset, n, p) || kind != GRAIN_DATA)
-    return 0;
-  if (!ctx->has_parent)
-    return replace_grain (s, p, 0);
-  if (s->h.flags & SPARSE_FLAG_ZERO_GRAIN)
-    return replace_grain (s, p, 1);
-  return 0;                     /* deallocating would expose the parent */
+  return grain_dir_zero (&s->dir, e, offset, count, flags, ctx);
 }
 
 static int
 sparse_trim (struct extent *e, uint64_t offset, uint64_t count,
              const struct write_ctx *ctx)
 {
-  return for_each_piece (e, offset, count, apply_trim, (void *) ctx);
+  struct sparse *s = e->priv;
+
+  return grain_dir_trim (&s->dir, e, offset, count, ctx);
 }
 
 static int
@@ -589,7 +310,9 @@ sparse_open_rw (struct extent *e, const char **reason)
    */
   d->next_free = div_round_up (d->file_size, d->grain_bytes) * d->grain_bytes;
   d->max_offset = (UINT64_C (1) << 32) * SECTOR;
-  s->first_data = MAX (s->h.overhead * SECTOR, (uint64_t) SECTOR);
+  d->first_data = MAX (s->h.overhead * SECTOR, (uint64_t) SECTOR);
+  d->grain_align = d->grain_bytes;
+  d->zeroed_grain_value = (s->h.flags & SPARSE_FLAG_ZERO_GRAIN) ? 1 : 0;
   return 0;
 }
 
@@ -643,7 +366,6 @@ extent_sparse_init (struct extent *e, struct gtcache *cache)
   s->dir.decode = sparse_decode;
   s->dir.opaque = s;
   s->dir.gd_start = s->h.gd_offset * SECTOR;
-  pthread_mutex_init (&s->dir.alloc_lock, NULL);
   if (load_gd (s, name) == -1)
     return -1;
 

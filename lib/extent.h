@@ -148,6 +148,7 @@ typedef int (*gte_decode_fn) (const struct grain_dir *d, uint64_t gte,
 struct grain_dir {
   struct gtcache *cache;
   pthread_mutex_t alloc_lock;   /* allocation, table updates, flush */
+  bool lock_initialized;
   uint32_t owner;
   struct vmdk_io *io;
   uint64_t file_size;
@@ -171,6 +172,9 @@ struct grain_dir {
   uint64_t *dirty_gdes;         /* GD entries to write at flush */
   size_t nr_dirty_gdes, dirty_gdes_alloc;
   uint8_t *table_state;         /* TABLE_* bits per table */
+  uint64_t first_data;          /* data grains start at or after this */
+  uint64_t grain_align;         /* alignment of new grains */
+  uint32_t zeroed_grain_value;  /* GTE meaning "zeroed grain", 0: none */
 };
 
 #define TABLE_CHECKED 1         /* compared with its redundant copy */
@@ -195,6 +199,17 @@ extern int grain_dir_reserve (struct grain_dir *d, uint64_t bytes,
  * fdatasync data, write metadata, fdatasync.  Caller holds the lock.
  */
 extern int grain_dir_flush_locked (struct grain_dir *d);
+
+/* The extent write operations on a grain directory (graindir-write.c). */
+extern int grain_dir_pwrite (struct grain_dir *d, struct extent *e,
+                             const void *buf, size_t count, uint64_t offset,
+                             const struct write_ctx *ctx);
+extern int grain_dir_zero (struct grain_dir *d, struct extent *e,
+                           uint64_t offset, uint64_t count, unsigned flags,
+                           const struct write_ctx *ctx);
+extern int grain_dir_trim (struct grain_dir *d, struct extent *e,
+                           uint64_t offset, uint64_t count,
+                           const struct write_ctx *ctx);
 
 /* Set up the directory.  gt_offsets must already be filled by the
  * caller; this validates each against the file size (a GT outside the

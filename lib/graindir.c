@@ -30,6 +30,8 @@ grain_dir_init (struct grain_dir *d, const char *name)
   uint64_t i;
 
   d->owner = gtcache_new_owner (d->cache);
+  pthread_mutex_init (&d->alloc_lock, NULL);
+  d->lock_initialized = true;
   for (i = 0; i < d->nr_gts; ++i) {
     uint64_t off = d->gt_offsets[i];
 
@@ -64,6 +66,9 @@ grain_dir_free (struct grain_dir *d)
   free (d->rgt_offsets);
   free (d->gt_offsets);
   d->gt_offsets = NULL;
+  if (d->lock_initialized)
+    pthread_mutex_destroy (&d->alloc_lock);
+  d->lock_initialized = false;
 }
 
 /* Entries may be updated in place by a writer while readers look at
