@@ -224,6 +224,57 @@ static const struct vmdk_io_ops posix_io_ops = {
   .close = posix_close,
 };
 
+/* Without openat2 (kernels before 5.6, valgrind): walk the name one
+ * component at a time with O_NOFOLLOW, refusing absolute names, ".."
+ * and every symlink (stricter than RESOLVE_BENEATH, never weaker).
+ * Fails with EXDEV like openat2 for an escape.
+ */
+static int
+open_walk (int dirfd, const char *name, int flags)
+{
+  char *copy, *component, *next;
+  int fd = dirfd, nfd = -1;
+
+  if (name[0] == '/') {
+    errno = EXDEV;
+    return -1;
+  }
+  copy = strdup (name);
+  if (copy == NULL)
+    return -1;
+  for (component = copy; component; component = next) {
+    next = strchr (component, '/');
+    if (next) {
+      *next++ = '\0';
+      while (*next == '/')
+        next++;
+      if (*next == '\0')
+        next = NULL;
+    }
+    if (strcmp (component, "..") == 0) {
+      errno = EXDEV;
+      nfd = -1;
+      break;
+    }
+    nfd = openat (fd, component,
+                  next ? O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+                       : flags | O_NOFOLLOW);
+    if (fd != dirfd) {
+      int saved = errno;
+      close (fd);
+      errno = saved;
+    }
+    if (nfd == -1) {
+      if (errno == ELOOP || errno == ENOTDIR)
+        errno = EXDEV;          /* a symlink: refused */
+      break;
+    }
+    fd = nfd;
+  }
+  free (copy);
+  return nfd;
+}
+
 /* Open name beneath dirfd.  openat2 with RESOLVE_BENEATH refuses
  * absolute names, ".." escapes and symlinks that leave the directory;
  * RESOLVE_NO_MAGICLINKS refuses /proc-style magic links.
@@ -235,8 +286,16 @@ open_beneath (int dirfd, const char *name, int flags)
     .flags = flags,
     .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
   };
+  static int have_openat2 = 1;  /* benign race: all writers store 0 */
+  int fd;
 
-  return syscall (SYS_openat2, dirfd, name, &how, sizeof how);
+  if (__atomic_load_n (&have_openat2, __ATOMIC_RELAXED)) {
+    fd = syscall (SYS_openat2, dirfd, name, &how, sizeof how);
+    if (fd != -1 || errno != ENOSYS)
+      return fd;
+    __atomic_store_n (&have_openat2, 0, __ATOMIC_RELAXED);
+  }
+  return open_walk (dirfd, name, flags);
 }
 
 /* QEMU writes absolute parent and extent names.  An absolute name that
@@ -313,15 +372,11 @@ posix_source_subdir (struct vmdk_source *src, const char *dir)
 {
   struct posix_source *s = (struct posix_source *) src;
   const char *rel = strip_own_directory (s, dir);
-  struct open_how how = {
-    .flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
-    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
-  };
   struct vmdk_source *sub;
   char *path;
   int fd;
 
-  fd = syscall (SYS_openat2, s->dirfd, rel, &how, sizeof how);
+  fd = open_beneath (s->dirfd, rel, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (fd == -1) {
     if (errno == EXDEV || errno == ELOOP)
       vmdk_error (EPERM, "open: %s: refusing a directory outside %s", dir,
