@@ -370,7 +370,7 @@ descriptor_parse (const char *text, size_t len, const char *name)
   d->version = 1;
   d->parent_cid = CID_NONE;
 
-  for (line = copy; line; line = next) {
+  for (line = copy; line && line < copy + n; line = next) {
     char *s, *eq, orig[256];
 
     next = strchr (line, '\n');
