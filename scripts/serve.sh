@@ -9,11 +9,11 @@
 #
 # Installs missing packages and builds first.  Without FILE it makes a
 # small demo monolithicSparse image (text banners, random blocks and
-# holes) in a scratch directory and serves that.  Extra PARAM=VALUE
-# arguments go to the plugin (e.g. gt-cache=64M).  The server listens on
-# a Unix socket under /tmp, or with --port N on localhost TCP port N.
-# It runs in the foreground: Ctrl-C stops it and removes the scratch
-# directory.
+# holes) in a scratch directory and serves that.  The image is always
+# served read-only.  Extra PARAM=VALUE arguments go to the plugin (e.g.
+# gt-cache=64M).  The server listens on a Unix socket under /tmp, or with
+# --port N on localhost TCP port N.  It runs in the foreground: Ctrl-C
+# stops it and removes the scratch directory.
 
 set -euo pipefail
 trap 'echo "serve.sh: failed at line $LINENO" >&2' ERR
@@ -122,10 +122,15 @@ else
   nbd_client="nbd-client -unix $sock /dev/nbd0 -readonly"
 fi
 
-# Read-only (-r): the plugin has no write support today, and a demo
-# server should never change the image it was given.
+# Read-only: a demo server should never change the image it was given.
+# -r makes the export read-only; readonly=true also opens the files
+# read-only (unless the caller passed readonly=... themselves).
+ro_param=(readonly=true)
+for p in "${params[@]}"; do
+  case "$p" in readonly=*) ro_param=() ;; esac
+done
 nbdkit -f -r -P "$pidfile" "${listen[@]}" "$plugin" file="$file" \
-  "${params[@]}" &
+  "${ro_param[@]}" "${params[@]}" &
 nbdkit_pid=$!
 trap 'echo; echo "serve.sh: stopping"; exit 0' INT TERM
 
