@@ -73,11 +73,24 @@ write top.vmdk -c 'write -P 0x31 3M 100k' -c 'write -P 0x32 110M 4k' \
   -c 'write -P 0x33 50M 512'
 check_top top.vmdk "3-link monolithicSparse chain"
 
-# The base is untouched by serving the top (parents are read-only).
+# Writes go to the top link only: parents are opened read-only.
 sum_before=$(sha256sum base.vmdk mid.vmdk)
-serve file=top.vmdk --run 'nbdinfo --is readonly "$uri"'
+cp top.vmdk topw.vmdk
+serve file=topw.vmdk --run '
+  qemu-io -f raw -c "write -P 0x99 5M 64k" -c "write -P 0x98 1000 100" \
+    "nbd+unix:///?socket=$unixsocket" >/dev/null'
 [ "$sum_before" = "$(sha256sum base.vmdk mid.vmdk)" ] &&
-  pass "parents unchanged" || fail "parents changed"
+  pass "parents unchanged by writes to the top" || fail "parents changed"
+qemu-img convert -f vmdk -O raw top.vmdk expect.raw
+printf '\x99%.0s' $(seq 65536) | dd of=expect.raw bs=1 seek=$((5 << 20)) \
+  conv=notrunc status=none
+printf '\x98%.0s' $(seq 100) | dd of=expect.raw bs=1 seek=1000 \
+  conv=notrunc status=none
+qemu-img convert -f vmdk -O raw topw.vmdk got.raw
+cmp -s expect.raw got.raw && pass "write into a child (qemu reads it back)" ||
+  fail "write into a child: qemu reads different data"
+qemu-img check -q topw.vmdk && pass "child still consistent (qemu-img check)" ||
+  fail "qemu-img check of the written child"
 
 # --- single-link: only the top's own grains; the rest reads as zeroes
 # and maps as holes.  QEMU opens one link with "backing": null.
