@@ -471,8 +471,8 @@ open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
   img->parent = parent;
   img->chain_length = 1 + parent->chain_length;
 
-  if (!parent->desc->has_cid)
-    vmdk_debug (VMDK_DEBUG_OPEN, "%s: parent %s has no CID to check",
+  if (!parent->desc->has_cid || img->desc->parent_cid == CID_NONE)
+    vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CIDs to check against parent %s",
                 img->name, hint);
   else if (parent->desc->cid != img->desc->parent_cid) {
     if (!opts->ignore_parent_cid)
@@ -486,6 +486,28 @@ open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
                   "CID check is disabled; the data may be inconsistent",
                   img->name, img->desc->parent_cid, parent->desc->cid, hint);
   }
+  return 0;
+}
+
+/* A bare COWD redo log names its parent in its header, not in a
+ * descriptor: use that name as the hint.
+ */
+static int
+take_cowd_parent_name (struct vmdk_image *img)
+{
+  char name[1025];
+  struct extent *e = &img->extents[0];
+
+  if (img->nr_extents != 1 || img->desc->parent_hint ||
+      strcmp (e->ops->kind, "COWD") != 0)
+    return 0;
+  if (cowd_parent_name (e, name, sizeof name) == -1)
+    return -1;
+  if (name[0] == '\0')
+    return 0;
+  img->desc->parent_hint = strdup (name);
+  if (img->desc->parent_hint == NULL)
+    return vmdk_error (ENOMEM, "strdup: %m");
   return 0;
 }
 
@@ -527,7 +549,8 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
     goto err;
   if (enter_chain (chain, main_io) == -1 ||
       read_main_file (img, main_io, &self) == -1 ||
-      build_extents (img, self) == -1)
+      build_extents (img, self) == -1 ||
+      take_cowd_parent_name (img) == -1)
     goto err;
   if (has_parent (img->desc) && !opts->single_link &&
       open_parent (img, opts, chain) == -1)
