@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# nbdkit-vmdk
+# Copyright (C) 2026 The nbdkit-vmdk authors
+# SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+
+# Random writes on every writable subformat (test-write-random.c):
+# a seeded sequence of writes, zeroes (MAY_TRIM, FAST_ZERO), trims and
+# flushes through the plugin, checked against a raw model, then with
+# the server gone:
+#   - qemu-img check finds no errors (leaked grains allowed: status 3),
+#   - qemu-img compare finds the image identical to the model,
+#   - a second session with another seed on the reopened image, checked
+#     again the same way,
+#   - a third server reads every byte (no block status) equal to the
+#     model.
+# Images: monolithicSparse, twoGbMaxExtentSparse (4.6 GiB: 3 extent
+# files), monolithicFlat, twoGbMaxExtentFlat (4.6 GiB), zeroed_grain=on,
+# and snapshot children (with and without zeroed grains) of a base with
+# data, whose file must not change.
+#
+# TEST_WRITE_SEED=N repeats a run (the seed is printed); TEST_WRITE_OPS
+# sets the number of operations of the first session (default 500).
+
+set -euo pipefail
+
+for cmd in nbdkit nbdcopy qemu-img qemu-io cmp sha256sum; do
+    if ! command -v $cmd >/dev/null 2>&1; then
+        echo "$0: $cmd not available: test skipped"
+        exit 77
+    fi
+done
+: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
+: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+prog=$abs_builddir/test-write-random
+if [ ! -x "$prog" ] || [ ! -f "$VMDK_PLUGIN" ]; then
+    echo "$0: $prog or the plugin is not built: test skipped"
+    exit 77
+fi
+
+d=$abs_builddir/tmp/test-write-random
+rm -rf "$d"; mkdir -p "$d"; cd "$d"
+if [ "${KEEP_SCRATCH:-0}" != 1 ]; then trap 'cd /; rm -rf "$d"' EXIT; fi
+
+seed=${TEST_WRITE_SEED:-$(( (RANDOM << 15 | RANDOM) ))}
+ops=${TEST_WRITE_OPS:-500}
+echo "$0: seed $seed (TEST_WRITE_SEED=$seed repeats this run)"
+
+failures=0
+fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
+pass () { echo "PASS: $*"; }
+
+# check_image WHAT IMAGE: qemu-img check (0, or 3 = leaks only) and
+# compare with model.raw.
+check_image () {
+    local what=$1 img=$2 rc=0
+    qemu-img check -f vmdk "$img" > check.out 2>&1 || rc=$?
+    if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
+        pass "$what: qemu-img check (status $rc)"
+    else
+        fail "$what: qemu-img check exit status $rc"; cat check.out
+    fi
+    if qemu-img compare -q -f vmdk -F raw "$img" model.raw; then
+        pass "$what: qemu-img compare with the model"
+    else
+        fail "$what: qemu-img compare differs from the model"
+    fi
+}
+
+# session WHAT IMAGE SEED OPS
+session () {
+    local what=$1 img=$2 s=$3 n=$4
+    if nbdkit -U - "$VMDK_PLUGIN" file="$img" \
+            --run "'$prog' \"\$uri\" model.raw $s $n" > session.out 2>&1
+    then
+        pass "$what: $n random operations (seed $s)"
+        tail -1 session.out
+    else
+        fail "$what: random operations (seed $s)"; cat session.out
+        return 1
+    fi
+}
+
+# run_one WHAT IMAGE: two sessions, then a read of every byte (for
+# the big images: every byte that block status does not call a hole,
+# to keep the test short).
+run_one () {
+    local what=$1 img=$2 reader
+    session "$what" "$img" "$seed" "$ops" || return 0
+    check_image "$what" "$img"
+    session "$what (reopened)" "$img" $((seed + 1)) 200 || return 0
+    check_image "$what (reopened)" "$img"
+    reader='nbdcopy --no-extents "$uri" - | cmp - model.raw'
+    if [ "$(stat -c %s model.raw)" -gt $((1024 * 1024 * 1024)) ]; then
+        reader='qemu-img compare -q -f raw -F raw model.raw "$uri"'
+    fi
+    if nbdkit -U - "$VMDK_PLUGIN" file="$img" --run "$reader"; then
+        pass "$what: a new server reads the model's bytes"
+    else
+        fail "$what: a new server reads different bytes"
+    fi
+}
+
+# new_image WHAT SIZE QEMU-IMG-OPTIONS: a fresh image and a zero model.
+new_image () {
+    rm -f ./*.vmdk model.raw
+    qemu-img create -q -f vmdk -o "$3" img.vmdk "$2"
+    truncate -s "$2" model.raw
+}
+
+new_image monolithicSparse 200M subformat=monolithicSparse
+run_one monolithicSparse img.vmdk
+
+new_image twoGbMaxExtentSparse 4700M subformat=twoGbMaxExtentSparse
+run_one "twoGbMaxExtentSparse 4.6G" img.vmdk
+
+new_image monolithicFlat 200M subformat=monolithicFlat
+run_one monolithicFlat img.vmdk
+
+new_image twoGbMaxExtentFlat 4700M subformat=twoGbMaxExtentFlat
+run_one "twoGbMaxExtentFlat 4.6G" img.vmdk
+
+new_image zeroed 200M subformat=monolithicSparse,zeroed_grain=on
+run_one "monolithicSparse zeroed_grain=on" img.vmdk
+
+# Snapshot children of a base with data (some of it across the first
+# table boundary and up to the end).
+for zg in off on; do
+    rm -f ./*.vmdk model.raw
+    qemu-img create -q -f vmdk base.vmdk 200M
+    qemu-io -f vmdk -c 'write -P 0x11 0 5M' -c 'write -P 0x22 31M 3M' \
+        -c 'write -P 0x33 100000 200k' -c 'write -P 0x44 199M 1M' \
+        -c 'write -P 0x55 64M 64k' base.vmdk > /dev/null
+    qemu-img create -q -f vmdk -o zeroed_grain=$zg -b base.vmdk -F vmdk \
+        child.vmdk
+    qemu-img convert -f vmdk -O raw child.vmdk model.raw
+    sum=$(sha256sum base.vmdk)
+    run_one "snapshot child (zeroed_grain=$zg)" child.vmdk
+    if [ "$sum" = "$(sha256sum base.vmdk)" ]; then
+        pass "snapshot child (zeroed_grain=$zg): the base is unchanged"
+    else
+        fail "snapshot child (zeroed_grain=$zg): the base file changed"
+    fi
+done
+
+if [ $failures -ne 0 ]; then
+    echo "$0: $failures failure(s) (seed $seed)"
+    exit 1
+fi
