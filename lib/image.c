@@ -236,11 +236,11 @@ synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
       (d->create_type = strdup ("monolithicSparse")) == NULL ||
       (d->extents[0].line = strdup ("(no descriptor)")) == NULL)
     return vmdk_error (ENOMEM, "calloc: %m");
+  d->nr_extents = 1;            /* so that descriptor_free frees the line */
   if (capacity == 0 || capacity > UINT64_MAX / SECTOR)
     return vmdk_error (EINVAL, "%s: header capacity %" PRIu64 " sectors is "
                        "invalid and there is no descriptor", io->name,
                        capacity);
-  d->nr_extents = 1;
   d->version = 1;
   d->parent_cid = CID_NONE;
   d->extents[0].access = ACCESS_RW;
