@@ -32,6 +32,11 @@ extra_failures=()
 # The test-suite.log files of this run, with a label for each.
 logs=()
 labels=()
+logdirs=()
+# Scratch files, and a time stamp to tell this run's .trs files apart.
+tmpdir=$(mktemp -d)
+trap 'rm -rf "$tmpdir"' EXIT
+stamp=$tmpdir/stamp
 
 step ()
 {
@@ -47,22 +52,67 @@ remove_logs ()
     -name test-suite.log -type f -print0 | xargs -0 rm -f
 }
 
-# collect_logs DIR LABEL RC: remember DIR's test-suite.log files; if the
-# make step failed (RC != 0) but no log records a failure, count one.
+# collect_logs DIR LABEL RC: remember DIR's test-suite.log files.  If
+# the make step failed (RC != 0) but no log records a failure, count one
+# failure for the step.  If make died before writing any test-suite.log
+# (e.g. a test listed in TESTS does not exist), count the results of the
+# tests that did run from their .trs files (newer than $stamp) instead.
 collect_logs ()
 {
-  local dir=$1 label=$2 rc=$3 f found_failure=0 n
+  local dir=$1 label=$2 rc=$3 f found_log=0 found_failure=0 n
   while IFS= read -r -d '' f; do
+    found_log=1
     logs+=("$f")
     labels+=("$label")
+    logdirs+=("$(dirname "$f")")
     n=$(count_field "$f" FAIL)
     n=$((n + $(count_field "$f" XPASS) + $(count_field "$f" ERROR)))
     if [ "$n" -gt 0 ]; then found_failure=1; fi
   done < <(find "$dir" -path "$dir/build-*" -prune -o -path "$dir/.git" \
              -prune -o -name test-suite.log -type f -print0 | sort -z)
-  if [ "$rc" -ne 0 ] && [ "$found_failure" -eq 0 ]; then
+  if [ "$found_log" -eq 0 ]; then
+    f=$tmpdir/$(echo "$label" | tr -c 'a-zA-Z0-9\n' '_').log
+    log_from_trs "$dir" > "$f"
+    logs+=("$f")
+    labels+=("$label")
+    logdirs+=("$dir")
+    if [ "$rc" -ne 0 ]; then
+      extra_failures+=("$label: make exited with status $rc before writing test-suite.log (see the output above)")
+    fi
+  elif [ "$rc" -ne 0 ] && [ "$found_failure" -eq 0 ]; then
     extra_failures+=("$label: make exited with status $rc (see the output above)")
   fi
+}
+
+# log_from_trs DIR: a stand-in for test-suite.log, made from the .trs
+# files under DIR written by this run, in the same format.
+log_from_trs ()
+{
+  local dir=$1 r t name
+  declare -A count=([PASS]=0 [SKIP]=0 [XFAIL]=0 [FAIL]=0 [XPASS]=0 [ERROR]=0)
+  local sections=()
+  while IFS= read -r -d '' t; do
+    while IFS= read -r r; do
+      if [ -n "${count[$r]+set}" ]; then count[$r]=$((count[$r] + 1)); fi
+    done < <(sed -n 's/^:test-result: *\([A-Z]*\).*/\1/p' "$t")
+    r=$(sed -n 's/^:global-test-result: *\([A-Z]*\).*/\1/p' "$t" | head -n1)
+    case "$r" in
+      FAIL|XPASS|ERROR)
+        name=${t#"$dir"/}
+        sections+=("$r: ${name%.trs}")
+        ;;
+    esac
+  done < <(find "$dir" -path "$dir/build-*" -prune -o -path "$dir/.git" \
+             -prune -o -name '*.trs' -type f -newer "$stamp" -print0 | sort -z)
+  echo "(no test-suite.log: counted from the .trs files of this run)"
+  for r in PASS SKIP XFAIL FAIL XPASS ERROR; do
+    echo "# $r: ${count[$r]}"
+  done
+  for name in "${sections[@]}"; do
+    echo
+    echo "$name"
+    echo "=========="
+  done
 }
 
 # count_field LOG NAME: the number on the "# NAME: N" line of LOG.
@@ -91,6 +141,7 @@ bash "$here/deps.sh"
 # ---------------------------------------------------------------------
 step "in-tree build (--enable-werror)"
 remove_logs "$srcdir"
+touch "$stamp"
 build_ok=1
 if [ -f Makefile ] && ! vmdk_configured_with "$srcdir" --enable-werror; then
   echo "test.sh: the tree is configured without --enable-werror: reconfiguring"
@@ -111,6 +162,7 @@ rc=0
 vmdk_mirror "$srcdir" "$sanitizer_dir" || rc=$?
 if [ "$rc" -eq 0 ]; then
   remove_logs "$sanitizer_dir"
+  touch "$stamp"
   if [ -f "$sanitizer_dir/Makefile" ] &&
      ! vmdk_configured_with "$sanitizer_dir" --enable-sanitizers; then
     rm -f "$sanitizer_dir/Makefile"
@@ -140,14 +192,18 @@ for i in "${!logs[@]}"; do
   passed=$((passed + p + xf))
   skipped=$((skipped + s))
   failed=$((failed + f + xp + e))
+  case "$log" in
+    "$tmpdir"/*) where="no test-suite.log, counted from .trs files" ;;
+    *) where=${log#"$srcdir"/} ;;
+  esac
   printf '%s: %s: PASS %s, XFAIL %s, SKIP %s, FAIL %s, XPASS %s, ERROR %s\n' \
-    "${labels[$i]}" "${log#"$srcdir"/}" "$p" "$xf" "$s" "$f" "$xp" "$e"
+    "${labels[$i]}" "$where" "$p" "$xf" "$s" "$f" "$xp" "$e"
 done
 
 # The failed tests, each with the tail of its own log.
 for i in "${!logs[@]}"; do
   log=${logs[$i]}
-  dir=$(dirname "$log")
+  dir=${logdirs[$i]}
   while IFS= read -r name; do
     [ -n "$name" ] || continue
     failed_names+=("${labels[$i]}: $name")
