@@ -1,0 +1,399 @@
+# nbdkit-vmdk
+# Copyright (C) 2026 The nbdkit-vmdk authors
+# SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+
+# Helpers for the end-to-end shell tests.  Source it first thing:
+#
+#   source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
+#   set -euo pipefail
+#   set -x
+#
+# Exit status of a test: 0 pass, 1 fail, 77 skip (automake convention).
+#
+# Environment (from AM_TESTS_ENVIRONMENT in tests/Makefile.am; defaults
+# below make a test runnable by hand from tests/ too):
+#   VMDK_PLUGIN    absolute path of nbdkit-vmdk-plugin.so
+#   abs_srcdir, abs_builddir
+#   KEEP_SCRATCH=1 keeps the scratch directory for debugging.
+
+: "${abs_srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
+: "${abs_builddir:=$(pwd)}"
+: "${abs_top_builddir:=$(cd "$abs_builddir/.." && pwd)}"
+: "${VMDK_PLUGIN:=$abs_top_builddir/plugin/.libs/nbdkit-vmdk-plugin.so}"
+export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN
+
+testname=$(basename "$0" .sh)
+
+# ---------------------------------------------------------------------
+# Cleanup hooks.
+#
+# cleanup_fn CMD [ARGS...] registers a command to run when the script
+# exits, however it exits.  Hooks run last-registered first (so an
+# nbdkit started in a scratch directory is killed before the directory
+# is removed).  A hook that fails turns a passing test into a failure
+# (this is how kill_nbdkit reports a server that would not stop).
+
+_cleanup_hooks=()
+
+cleanup_fn ()
+{
+    local q
+    q=$(printf '%q ' "$@")
+    _cleanup_hooks+=("$q")
+}
+
+_run_cleanup_hooks ()
+{
+    local status=$? i
+    { set +x; } 2>/dev/null
+    set +e
+    trap '' INT QUIT TERM
+    for (( i = ${#_cleanup_hooks[@]} - 1; i >= 0; i-- )); do
+        if ! eval "${_cleanup_hooks[$i]}"; then
+            echo "$0: cleanup hook failed: ${_cleanup_hooks[$i]}" >&2
+            if [ "$status" -eq 0 ]; then status=1; fi
+        fi
+    done
+    exit "$status"
+}
+trap _run_cleanup_hooks EXIT
+trap 'exit 1' INT QUIT TERM
+
+# ---------------------------------------------------------------------
+# Skips.
+
+# requires CMD [ARGS...]
+#   With one word: skip (exit 77) unless CMD is on $PATH.
+#   With arguments: skip unless running "CMD ARGS..." succeeds, e.g.
+#   requires qemu-img --version.
+requires ()
+{
+    if [ $# -eq 1 ]; then
+        if ! command -v "$1" >/dev/null 2>&1; then
+            echo "$0: '$1' is not available: test skipped"
+            exit 77
+        fi
+    elif ! "$@" </dev/null >/dev/null 2>&1; then
+        echo "$0: '$*' failed: test skipped"
+        exit 77
+    fi
+}
+
+# requires_cmds CMD... : skip unless every CMD is on $PATH.
+requires_cmds ()
+{
+    local c
+    for c in "$@"; do requires "$c"; done
+}
+
+# requires_plugin: skip unless the plugin has been built.
+requires_plugin ()
+{
+    if [ ! -f "$VMDK_PLUGIN" ]; then
+        echo "$0: $VMDK_PLUGIN not built: test skipped"
+        exit 77
+    fi
+}
+
+# requires_filter NAME: skip unless nbdkit has the filter.
+requires_filter ()
+{
+    requires nbdkit --filter="$1" null --dump-plugin
+}
+
+# requires_free_space DIR MIB: skip unless DIR has MIB MiB free.
+requires_free_space ()
+{
+    local avail
+    avail=$(df -Pk "$1" | awk 'NR == 2 { print int($4 / 1024) }')
+    if [ "$avail" -lt "$2" ]; then
+        echo "$0: only $avail MiB free in $1, need $2: test skipped"
+        exit 77
+    fi
+}
+
+# ---------------------------------------------------------------------
+# Scratch directory.
+
+# make_scratch [big]
+#   Sets $scratch to a fresh, empty per-test directory, removed at exit
+#   unless KEEP_SCRATCH=1.  It is $abs_builddir/tmp/<testname> unless
+#   that is on tmpfs (RAM) and "big" is given, in which case it is
+#   /var/tmp/nbdkit-vmdk-<testname>.<pid> (big sparse files must not
+#   land in memory).
+make_scratch ()
+{
+    local base="$abs_builddir/tmp"
+    mkdir -p "$base"
+    if [ "${1:-}" = big ] && [ "$(stat -f -c %T "$base")" = tmpfs ]; then
+        base=/var/tmp
+        scratch="$base/nbdkit-vmdk-$testname.$$"
+    else
+        scratch="$base/$testname"
+    fi
+    rm -rf "$scratch"
+    mkdir -p "$scratch"
+    if [ "${KEEP_SCRATCH:-0}" != 1 ]; then
+        cleanup_fn rm -rf "$scratch"
+    fi
+}
+
+# ---------------------------------------------------------------------
+# nbdkit as a daemon.
+
+# start_nbdkit -P PIDFILE -U SOCKET [ARGS...]
+#   Starts "nbdkit -v -P PIDFILE -U SOCKET ARGS..." as a daemon (no -f),
+#   with stderr appended to PIDFILE.log, waits for the pidfile and the
+#   socket, and registers kill_nbdkit.  Fails the test if nbdkit fails
+#   to start.
+start_nbdkit ()
+{
+    local pidfile sock i
+    if [ "$1" != -P ] || [ "$3" != -U ]; then
+        echo "$0: start_nbdkit: -P pidfile -U socket must come first" >&2
+        return 1
+    fi
+    pidfile="$2"
+    sock="$4"
+    rm -f "$pidfile" "$sock"
+    if ! nbdkit -v "$@" 2>>"$pidfile.log"; then
+        cat "$pidfile.log" >&2
+        echo "$0: start_nbdkit: nbdkit failed to start" >&2
+        return 1
+    fi
+    for (( i = 0; i < 600; i++ )); do
+        if [ -s "$pidfile" ] && [ -S "$sock" ]; then break; fi
+        sleep 0.1
+    done
+    if ! [ -s "$pidfile" ] || ! [ -S "$sock" ]; then
+        cat "$pidfile.log" >&2
+        echo "$0: start_nbdkit: no pidfile/socket after 60 s" >&2
+        return 1
+    fi
+    cleanup_fn kill_nbdkit "$pidfile"
+}
+
+# kill_nbdkit PIDFILE: SIGTERM, wait up to 60 s; if it is still running,
+# SIGKILL it and fail.  Harmless if it has already been killed.
+kill_nbdkit ()
+{
+    local pid i
+    [ -s "$1" ] || return 0
+    pid=$(cat "$1")
+    rm -f "$1"
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for (( i = 0; i < 600; i++ )); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    echo "$0: nbdkit (pid $pid) did not exit after SIGTERM" >&2
+    kill -KILL "$pid" 2>/dev/null || :
+    return 1
+}
+
+# nbdkit_peak_rss_kib PIDFILE: print VmHWM of the daemon in KiB.
+nbdkit_peak_rss_kib ()
+{
+    awk '/^VmHWM:/ { print $2 }' "/proc/$(cat "$1")/status"
+}
+
+# ---------------------------------------------------------------------
+# Checking a server's verdict.
+
+# not CMD [ARGS...]: succeed only if CMD fails.  Use it instead of
+# "! CMD", which never stops a "set -e" script.
+not ()
+{
+    if "$@"; then
+        echo "$0: unexpectedly succeeded: $*" >&2
+        return 1
+    fi
+    return 0
+}
+
+# check_no_crash STATUS LOGFILE: fail if a command died of a signal or
+# a sanitizer / core dump message appears in its log.
+check_no_crash ()
+{
+    if [ "$1" -ge 128 ]; then
+        echo "$0: exit status $1: killed by a signal" >&2
+        cat "$2" >&2
+        return 1
+    fi
+    if grep -E 'Sanitizer|core dumped|Segmentation fault|Aborted|assertion' \
+            "$2" >&2; then
+        echo "$0: crash reported in $2" >&2
+        return 1
+    fi
+}
+
+# ---------------------------------------------------------------------
+# Raw reference images.  Offsets and lengths are in bytes.
+
+# write_random FILE OFFSET LENGTH: random bytes (allocated).
+write_random ()
+{
+    dd if=/dev/urandom of="$1" bs=64K count="$3" seek="$2" \
+       iflag=count_bytes,fullblock oflag=seek_bytes conv=notrunc status=none
+}
+
+# write_zeroes FILE OFFSET LENGTH: explicit zero bytes (allocated in the
+# raw file, a zero run).
+write_zeroes ()
+{
+    dd if=/dev/zero of="$1" bs=64K count="$3" seek="$2" \
+       iflag=count_bytes,fullblock oflag=seek_bytes conv=notrunc status=none
+}
+
+# write_pattern FILE OFFSET LENGTH BYTE: LENGTH copies of BYTE (0-255).
+write_pattern ()
+{
+    local oct
+    oct=$(printf '\\%03o' "$4")
+    head -c "$3" /dev/zero | tr '\0' "$oct" |
+        dd of="$1" bs=64K seek="$2" oflag=seek_bytes conv=notrunc \
+           iflag=fullblock status=none
+}
+
+# punch_hole FILE OFFSET LENGTH: deallocate (reads as zero).
+punch_hole ()
+{
+    fallocate -p -o "$2" -l "$3" "$1"
+}
+
+# make_reference FILE SIZE
+#   A sparse raw disk of SIZE bytes (a multiple of 512) with, for the
+#   64 KiB grain of qemu-img's VMDKs: data at 0, at a non-grain offset
+#   straddling a grain boundary, a whole-grain run, an explicit zero run
+#   in the middle of data, a one-sector island, holes in between, data
+#   just before and across every 2 GiB extent boundary, and data ending
+#   exactly at the last byte (in a partial last grain if SIZE is odd).
+make_reference ()
+{
+    local f="$1" size="$2" G=65536 b two=$((2 * 1024 * 1024 * 1024))
+    rm -f "$f"
+    truncate -s "$size" "$f"
+    write_random "$f" 0 $((3 * G))                    # grains 0-2
+    write_random "$f" $((5 * G - 1234)) 5000          # across grain 4/5
+    write_zeroes "$f" $((G + 4096)) $((G))            # zero run in data
+    write_random "$f" $((9 * G + 512)) 512            # one sector
+    write_random "$f" $((17 * G)) $((4 * G))          # grains 17-20
+    write_zeroes "$f" $((30 * G)) $((2 * G))          # allocated zeroes
+    if [ "$size" -gt $((64 * 1024 * 1024)) ]; then    # past 1 GT (32 MiB)
+        write_random "$f" $((32 * 1024 * 1024 - 700)) 1400
+        write_random "$f" $((40 * 1024 * 1024 + 3 * 512)) $((3 * G + 7))
+    fi
+    for (( b = two; b < size; b += two )); do
+        write_random "$f" $((b - 3 * G / 2)) $((3 * G))   # across boundary
+        write_random "$f" $((b + 7 * G)) 1000
+    done
+    write_random "$f" $((size - 70000)) 70000         # up to the end
+    # Writes past the end would have grown the file.
+    truncate -s "$size" "$f"
+}
+
+# raw_data_ranges RAW: the allocated (data) ranges of a raw file as
+# qemu-img map sees them (SEEK_DATA/SEEK_HOLE), one "start length" a line.
+raw_data_ranges ()
+{
+    qemu-img map -f raw --output=json "$1" |
+        jq -r '.[] | select(.data == true) | "\(.start) \(.length)"'
+}
+
+# compare_raw REF OUT: fail unless OUT has REF's size and contents.
+#   qemu-img compare skips ranges that are holes in both files (and
+#   compares every other byte), so this is fast on big sparse files
+#   where cmp would read gigabytes of holes.
+compare_raw ()
+{
+    local a b
+    a=$(stat -c %s "$1")
+    b=$(stat -c %s "$2")
+    if [ "$a" != "$b" ]; then
+        echo "$0: $2 is $b bytes, expected $a (as $1)" >&2
+        return 1
+    fi
+    qemu-img compare -q -f raw -F raw "$1" "$2"
+}
+
+# fingerprint DIR: one line per file in DIR with its size, mtime and,
+# for files under 256 MiB, its sha256 (hashing gigabytes of holes is
+# slow), to check that serving an image left it unchanged.
+fingerprint ()
+{
+    local f
+    for f in "$1"/*; do
+        if [ "$(stat -c %s "$f")" -lt $(( 256 * 1024 * 1024 )) ]; then
+            echo "$(stat -c '%n %s %y' "$f") $(sha256sum < "$f")"
+        else
+            stat -c '%n %s %y' "$f"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------
+# Maps.  The common form is "START LENGTH TYPE" a line, TYPE being the
+# NBD base:allocation flags (0 data, 2 zero, 3 hole,zero), adjacent
+# entries of one type merged.  (Debian's awk is mawk: print big numbers
+# with %.0f, never %d or plain print.)
+
+# normalize_map < "nbdinfo --map" output
+normalize_map ()
+{
+    awk '{
+        if (n && $3 == pt && $1 == ps + pl) pl += $2
+        else {
+            if (n) printf "%.0f %.0f %d\n", ps, pl, pt
+            ps = $1; pl = $2; pt = $3; n = 1
+        }
+    }
+    END { if (n) printf "%.0f %.0f %d\n", ps, pl, pt }'
+}
+
+# qemu_json_to_map [SHIFT] < "qemu-img map --output=json" output
+#   data -> 0; present zero (allocated zeroes, zeroed grain) -> 2;
+#   not present (unallocated) -> 3.  SHIFT is added to every start.
+qemu_json_to_map ()
+{
+    jq -r --argjson shift "${1:-0}" '.[] |
+        "\(.start + $shift) \(.length) \(if .data then 0
+                                    elif .present then 2 else 3 end)"' |
+        normalize_map
+}
+
+# check_zero_ranges MAP REF
+#   Every range that MAP (normalized) calls zero (type 2 or 3) reads as
+#   zeroes in the raw file REF.  Only the parts that are allocated in
+#   REF need reading (REF's holes are zero by definition), so this stays
+#   cheap for big sparse files.
+check_zero_ranges ()
+{
+    local opts=$- r=0
+    { set +x; } 2>/dev/null         # the loop would flood the log
+    _check_zero_ranges "$@" || r=$?
+    if [[ $opts == *x* ]]; then set -x; fi
+    return "$r"
+}
+
+_check_zero_ranges ()
+{
+    local map="$1" ref="$2" s l t d ds dl a b
+    local -a data
+    mapfile -t data < <(raw_data_ranges "$ref")
+    while read -r s l t; do
+        [ $(( t & 2 )) -ne 0 ] || continue
+        for d in "${data[@]}"; do
+            read -r ds dl <<<"$d"
+            a=$(( s > ds ? s : ds ))
+            b=$(( s + l < ds + dl ? s + l : ds + dl ))
+            if [ "$a" -lt "$b" ]; then
+                if ! cmp -s -i "$a:0" -n $(( b - a )) "$ref" /dev/zero; then
+                    echo "$0: $map says [$s, +$l) is zero but $ref has" \
+                         "data in [$a, $b)" >&2
+                    return 1
+                fi
+            fi
+        done
+    done < "$map"
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# nbdkit-vmdk
+# Copyright (C) 2026 The nbdkit-vmdk authors
+# SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+
+# "make install DESTDIR=..." installs exactly the plugin, as
+# nbdkit-vmdk-plugin.so in nbdkit's plugin directory (so that
+# "nbdkit vmdk file=..." finds it) with no libtool .la next to it, and
+# the man page; the installed plugin loads and serves; "make uninstall"
+# removes it all again; and the POD source of the man page is clean.
+
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
+set -euo pipefail
+set -x
+
+requires_plugin
+requires_cmds make nbdkit nbdinfo pkg-config podchecker qemu-img
+requires pkg-config --exists nbdkit
+requires test -f "$abs_top_builddir/plugin/Makefile"
+
+make_scratch
+destdir="$scratch/destdir"
+mkdir "$destdir"
+
+# The POD: no errors and no warnings.
+pod="$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod"
+podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
+    cat "$scratch/pod.out"
+    exit 1
+}
+cat "$scratch/pod.out"
+not grep -E 'WARNING|ERROR' "$scratch/pod.out"
+
+# Run make in the build tree, isolated from the "make check" that runs
+# this test (its MAKEFLAGS would carry TESTS= and the jobserver).
+submake ()
+{
+    env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u TESTS \
+        make -C "$abs_top_builddir" "$@" DESTDIR="$destdir"
+}
+
+submake install > "$scratch/install.log" 2>&1 || {
+    cat "$scratch/install.log"
+    exit 1
+}
+(cd "$destdir" && find . ! -type d | sort) > "$scratch/installed"
+cat "$scratch/installed"
+
+# Where it should be: nbdkit's plugin directory, unless configure was
+# given --with-plugindir (as distcheck does); ask make for that value.
+plugindir=$(pkg-config --variable=plugindir nbdkit)
+configured=$(printf 'print-plugindir:\n\t@echo $(plugindir)\n' |
+             env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+                 make -s -C "$abs_top_builddir/plugin" -f Makefile -f - \
+                 print-plugindir)
+if [ "$configured" != "$plugindir" ]; then
+    echo "$0: configured plugindir $configured (pkg-config: $plugindir)"
+    plugindir="$configured"
+fi
+so="$destdir$plugindir/nbdkit-vmdk-plugin.so"
+test -f "$so"
+test ! -L "$so"
+
+# No libtool archive, nor anything of lib/ (a convenience library).
+not grep -E '\.la$|\.a$|libvmdk' "$scratch/installed"
+
+# The man page.
+man1=$(grep '/man1/nbdkit-vmdk-plugin\.1$' "$scratch/installed")
+test -n "$man1"
+grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE '^\.TH "?nbdkit-vmdk-plugin"? 1 '
+if command -v man >/dev/null 2>&1; then
+    MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
+    grep -q 'nbdkit-vmdk-plugin' "$scratch/man.txt"
+fi
+
+# Exactly these two files.
+test "$(wc -l < "$scratch/installed")" -eq 2
+
+# The installed plugin loads and serves.
+nbdkit "$so" --dump-plugin > "$scratch/dump"
+grep -qx 'name=vmdk' "$scratch/dump"
+qemu-img create -q -f vmdk "$scratch/d.vmdk" 1M
+test "$(nbdinfo --size -- [ nbdkit "$so" "$scratch/d.vmdk" ])" -eq 1048576
+
+# Uninstall leaves nothing behind.
+submake uninstall > "$scratch/uninstall.log" 2>&1 || {
+    cat "$scratch/uninstall.log"
+    exit 1
+}
+test -z "$(cd "$destdir" && find . ! -type d)"
