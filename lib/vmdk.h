@@ -110,6 +110,9 @@ extern int vmdk_trim (struct vmdk_image *img, uint64_t count,
 /* Every completed write becomes durable. */
 extern int vmdk_flush (struct vmdk_image *img);
 
+/* The library that inflates compressed grains: "libdeflate" or "zlib". */
+extern const char *vmdk_inflate_backend (void);
+
 /* The calling thread's last error. */
 extern const char *vmdk_errmsg (void);
 

@@ -157,10 +157,12 @@ static void
 vmdk_dump_plugin (void)
 {
   printf ("vmdk_subformats=monolithicSparse,monolithicFlat,"
-          "twoGbMaxExtentSparse,twoGbMaxExtentFlat,vmfs,custom,"
-          "streamOptimized\n");
-  printf ("vmdk_extent_types=SPARSE,FLAT,VMFS,ZERO\n");
+          "twoGbMaxExtentSparse,twoGbMaxExtentFlat,streamOptimized,vmfs,"
+          "vmfsSparse,seSparse,custom\n");
+  printf ("vmdk_extent_types=SPARSE,FLAT,VMFS,ZERO,VMFSSPARSE,SESPARSE\n");
   printf ("vmdk_write=yes\n");
+  printf ("vmdk_chains=yes\n");
+  printf ("vmdk_inflate=%s\n", vmdk_inflate_backend ());
 }
 
 /* A twoGbMaxExtentSparse image of 2 TiB has 1024 extent files, each
