@@ -10,12 +10,20 @@
  * "not allocated here" at both levels; there is no zeroed-grain value.
  * Layout: VMware's cow_ext.h COWDisk_Header, as described by libvmdk's
  * format document and QEMU's VMDK3Header (VMDK-FORMAT.md b.5).
+ *
+ * Writes go through the shared grain-directory write path
+ * (graindir-write.c); this file only sets it up, keeps the header's
+ * next-free sector ahead of every allocation, and sets and clears the
+ * header's uncleanShutdown field.
  */
 
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +42,7 @@
  */
 #define COWD_MAX_GRAIN_SECTORS 2048
 #define COWD_PARENT_NAME_LEN 1024
+#define COWD_GT_BYTES (COWD_GTES_PER_GT * 4)
 
 /* Header offsets. */
 #define COWD_OFF_VERSION     4
@@ -64,7 +73,7 @@ struct cowd_header {
   uint32_t grain_size;          /* sectors */
   uint32_t gd_sector;
   uint32_t gd_entries;
-  uint32_t next_free;           /* sectors; advisory only */
+  uint32_t next_free;           /* sectors: allocations start here */
   uint64_t nr_gts;              /* tables needed to cover capacity */
 };
 
@@ -77,6 +86,7 @@ struct cowd {
    */
   char parent[COWD_PARENT_NAME_LEN];
   bool parent_bad;
+  char ro_reason[200];          /* why open_rw refused, if it did */
 };
 
 bool
@@ -149,19 +159,23 @@ cowd_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
              uint32_t gte_index, enum grain_kind *kind,
              uint64_t *file_offset)
 {
+  uint64_t file_size;
+
   if (gte == 0) {
     *kind = GRAIN_UNALLOC;
     return 0;
   }
+  /* Allocation grows file_size while other threads look up. */
+  file_size = __atomic_load_n (&d->file_size, __ATOMIC_ACQUIRE);
   /* gte is a u32 sector number, so the product cannot overflow. */
-  if (gte < COWD_HEADER_SECTORS || gte * SECTOR >= d->file_size)
+  if (gte < COWD_HEADER_SECTORS || gte * SECTOR >= file_size)
     return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
                        " = sector %" PRIu64 " points %s (file size %"
                        PRIu64 " bytes): corrupt image",
                        d->io->name, gt_index, gte_index, gte,
                        gte < COWD_HEADER_SECTORS ? "into the header"
                                                  : "outside the file",
-                       d->file_size);
+                       file_size);
   *kind = GRAIN_DATA;
   *file_offset = gte * SECTOR;
   return 0;
@@ -246,10 +260,232 @@ cowd_free (struct extent *e)
   }
 }
 
+/* Writing. */
+
+static struct cowd *
+dir_cowd (struct grain_dir *d)
+{
+  return (struct cowd *) ((char *) d - offsetof (struct cowd, dir));
+}
+
+static int
+cowd_pwrite (struct extent *e, const void *buf, size_t count,
+             uint64_t offset, const struct write_ctx *ctx)
+{
+  struct cowd *c = e->priv;
+
+  return grain_dir_pwrite (&c->dir, e, buf, count, offset, ctx);
+}
+
+/* With no zeroed-grain value, whole grains are zeroed by deallocating
+ * them (no parent, MAY_TRIM) or by writing zeroes; trim deallocates
+ * only where no parent would show through.
+ */
+static int
+cowd_zero (struct extent *e, uint64_t offset, uint64_t count,
+           unsigned flags, const struct write_ctx *ctx)
+{
+  struct cowd *c = e->priv;
+
+  return grain_dir_zero (&c->dir, e, offset, count, flags, ctx);
+}
+
+static int
+cowd_trim (struct extent *e, uint64_t offset, uint64_t count,
+           const struct write_ctx *ctx)
+{
+  struct cowd *c = e->priv;
+
+  return grain_dir_trim (&c->dir, e, offset, count, ctx);
+}
+
+static int
+cowd_flush (struct extent *e)
+{
+  struct cowd *c = e->priv;
+  int r;
+
+  pthread_mutex_lock (&c->dir.alloc_lock);
+  r = grain_dir_flush_locked (&c->dir);
+  pthread_mutex_unlock (&c->dir.alloc_lock);
+  return r;
+}
+
+/* The header's next free sector must stay at or past the end of every
+ * grain and table that a table entry on disk can point at: VMware
+ * allocates from it, so a value smaller than our allocations would let
+ * a later writer hand out our grains again (two entries sharing one
+ * grain, silent corruption).  A larger value only leaks space.
+ *
+ * So it is written before any table entry that needs it can reach the
+ * disk: grain_dir_flush_locked calls this after extending the file and
+ * before the fdatasync that precedes the table writes.  After a crash
+ * at any instant the durable value therefore covers every durable
+ * entry: either the sync completed (new value durable, entries perhaps
+ * not: leaked grains), or it did not (no new entry was written yet).
+ * Writing it with or after the tables instead would leave a window
+ * where new entries are durable and the old, smaller value is too.
+ *
+ * It is rewritten at every flush that has table changes, not only when
+ * it grows: after a failed sync the kernel may have dropped the page.
+ */
+static int
+cowd_write_next_free (struct grain_dir *d)
+{
+  struct cowd *c = dir_cowd (d);
+  uint64_t sectors = div_round_up (d->next_free, SECTOR);
+  unsigned char buf[4];
+
+  /* next_free starts at or past the old value and only grows.
+   * max_offset keeps every allocation at or below 2^32 - 1 sectors;
+   * next_free is larger only if it started there (file or header at
+   * the limit already), and then nothing can be allocated: the field
+   * keeps its largest value.
+   */
+  assert (sectors >= c->h.next_free);
+  sectors = MIN (sectors, (uint64_t) UINT32_MAX);
+  put_le32 (buf, sectors);
+  if (d->io->ops->pwrite (d->io, buf, sizeof buf, COWD_OFF_NEXT_FREE) == -1)
+    return -1;
+  if (sectors != c->h.next_free)
+    vmdk_debug (VMDK_DEBUG_GRAINS, "%s: COWD next free sector %" PRIu32
+                " -> %" PRIu64, d->io->name, c->h.next_free, sectors);
+  c->h.next_free = sectors;
+  return 0;
+}
+
+/* uncleanShutdown (u32 at byte 1648): set while open for writing, like
+ * the hosted sparse header's, cleared on a clean close.
+ */
+static int
+set_unclean (struct cowd *c, uint32_t value)
+{
+  struct vmdk_io *io = c->dir.io;
+  unsigned char buf[4];
+
+  put_le32 (buf, value);
+  if (io->ops->pwrite (io, buf, sizeof buf, COWD_OFF_UNCLEAN) == -1 ||
+      io->ops->flush (io) == -1)
+    return -1;
+  return 0;
+}
+
+static int
+cowd_begin_rw (struct extent *e)
+{
+  return set_unclean (e->priv, 1);
+}
+
+static int
+cowd_close_rw (struct extent *e)
+{
+  if (cowd_flush (e) == -1)
+    return -1;
+  return set_unclean (e->priv, 0);
+}
+
+/* Refuse to write to an image whose metadata is not consistent: the
+ * appending allocator must never hand out space that something already
+ * uses.  The reason is formatted into c->ro_reason.
+ */
+#define REFUSE(...) \
+  do { \
+    snprintf (c->ro_reason, sizeof c->ro_reason, __VA_ARGS__); \
+    *reason = c->ro_reason; \
+    return 1; \
+  } while (0)
+
+static int
+cowd_open_rw (struct extent *e, const char **reason)
+{
+  struct cowd *c = e->priv;
+  struct grain_dir *d = &c->dir;
+  /* Sector numbers are u32 and gd_entries too: no overflow below. */
+  uint64_t gd_start = (uint64_t) c->h.gd_sector * SECTOR;
+  uint64_t gd_bytes = div_round_up ((uint64_t) c->h.gd_entries * 4,
+                                    SECTOR) * SECTOR;
+  uint64_t meta_end = gd_start + gd_bytes;
+  uint64_t next_free = (uint64_t) c->h.next_free * SECTOR;
+  uint64_t t;
+
+  /* A longer descriptor line than the header's capacity: what lies
+   * past the capacity reads as unallocated, so a write there would be
+   * lost.
+   */
+  if (e->length > c->capacity_bytes)
+    REFUSE ("the extent line describes %" PRIu64 " sectors, more than the "
+            "COWD header's capacity of %" PRIu32 " sectors",
+            e->length / SECTOR, c->h.capacity);
+  /* The grain directory as declared (all gd_entries of it, even those
+   * beyond the capacity) is metadata: nothing may be allocated there.
+   */
+  if (next_free < meta_end)
+    REFUSE ("the COWD header's next free sector (%" PRIu32 ") lies inside "
+            "the header or the grain directory, which end at sector %"
+            PRIu64, c->h.next_free, meta_end / SECTOR);
+  for (t = 0; t < d->nr_gts; ++t) {
+    uint64_t off = d->gt_offsets[t];
+
+    if (off == 0)
+      continue;
+    if (off == GD_BAD)
+      REFUSE ("grain directory entry %" PRIu64 " points into the header or "
+              "outside the file", t);
+    if (off < meta_end && off + COWD_GT_BYTES > gd_start)
+      REFUSE ("grain table %" PRIu64 " (sector %" PRIu64 ") overlaps the "
+              "grain directory", t, off / SECTOR);
+    if (off + COWD_GT_BYTES > next_free)
+      REFUSE ("grain table %" PRIu64 " (sectors %" PRIu64 "-%" PRIu64 ") "
+              "ends past the COWD header's next free sector (%" PRIu32 ")",
+              t, off / SECTOR, (off + COWD_GT_BYTES) / SECTOR - 1,
+              c->h.next_free);
+  }
+
+  d->table_state = calloc (d->nr_gts, 1);   /* nr_gts >= 1 */
+  if (d->table_state == NULL)
+    return vmdk_error (ENOMEM, "calloc: %m");
+  d->gd_start = gd_start;
+  d->rgd_start = 0;             /* COWD has no redundant directory */
+  d->rgt_offsets = NULL;
+  /* Allocation appends, like QEMU's (which starts at the end of the
+   * file rounded up to a grain), but never below the header's next
+   * free sector: VMware says "file length is real truth", yet a file
+   * shorter than that field may have lost its tail, and a grain table
+   * entry may still point there; allocating from the field keeps new
+   * grains clear of any such entry.  Grains are aligned to the grain
+   * size (so grain I/O stays aligned on the host), tables to a sector.
+   */
+  d->grain_align = d->grain_bytes;
+  d->next_free = div_round_up (MAX (d->file_size, next_free),
+                               d->grain_align) * d->grain_align;
+  /* Grain-table entries are u32 sectors, and so is the next free
+   * sector in the header: every allocation must end at or below
+   * 2^32 - 1 sectors so that the end still fits the field.
+   */
+  d->max_offset = (uint64_t) UINT32_MAX * SECTOR;
+  /* Data grains lie past the header and the grain directory (every
+   * known writer puts the directory right after the header); an entry
+   * pointing lower is corrupt and never written through.
+   */
+  d->first_data = meta_end;
+  d->zeroed_grain_value = 0;
+  d->before_tables = cowd_write_next_free;
+  vmdk_debug (VMDK_DEBUG_OPEN, "%s: COWD writable: allocations from byte %"
+              PRIu64, d->io->name, d->next_free);
+  return 0;
+}
+
 static const struct extent_ops cowd_ops = {
   .kind = "COWD",
   .lookup = cowd_lookup,
   .free = cowd_free,
+  .open_rw = cowd_open_rw,
+  .pwrite = cowd_pwrite,
+  .zero = cowd_zero,
+  .trim = cowd_trim,
+  .flush = cowd_flush,
+  .begin_rw = cowd_begin_rw,
+  .close_rw = cowd_close_rw,
 };
 
 int
@@ -317,7 +553,8 @@ extent_cowd_init (struct extent *e, struct gtcache *cache)
   read_parent_name (c, buf, name);
 
   /* "Next free sector in COW file, but file length is real truth"
-   * (VMware), and QEMU never updates it: only worth a note.
+   * (VMware), and QEMU never updates it: for reading, only worth a
+   * note (writing takes it into account, see cowd_open_rw).
    */
   file_sectors = c->dir.file_size / SECTOR;
   if (c->h.next_free > file_sectors)

@@ -160,7 +160,7 @@ struct grain_dir {
   gte_decode_fn decode;
   const void *opaque;           /* for decode */
 
-  /* Writing (hosted sparse only for now).  All under alloc_lock. */
+  /* Writing (hosted sparse and COWD).  All under alloc_lock. */
   uint64_t gd_start;            /* byte offset of the GD (4-byte GDEs) */
   uint64_t rgd_start;           /* redundant GD, 0 if none */
   uint64_t *rgt_offsets;        /* redundant tables, or NULL */
@@ -175,6 +175,12 @@ struct grain_dir {
   uint64_t first_data;          /* data grains start at or after this */
   uint64_t grain_align;         /* alignment of new grains */
   uint32_t zeroed_grain_value;  /* GTE meaning "zeroed grain", 0: none */
+  /* Optional: called by grain_dir_flush_locked (lock held) when there
+   * are table changes to write, after the file has been extended over
+   * every allocation and before the data is synced: what it writes is
+   * durable before any new table entry is (COWD's next-free sector).
+   */
+  int (*before_tables) (struct grain_dir *d);
 };
 
 #define TABLE_CHECKED 1         /* compared with its redundant copy */

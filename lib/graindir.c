@@ -380,9 +380,12 @@ grain_dir_flush_locked (struct grain_dir *d)
     return io->ops->flush (io);
 
   /* 1. Data: every grain a new entry points at must be on disk before
-   * the entry is.  The file is first extended over all allocations.
+   * the entry is.  The file is first extended over all allocations,
+   * and any metadata the new entries rely on is written with the data.
    */
-  if (io->ops->extend (io, d->next_free) == -1 || io->ops->flush (io) == -1)
+  if (io->ops->extend (io, d->next_free) == -1 ||
+      (d->before_tables && d->before_tables (d) == -1) ||
+      io->ops->flush (io) == -1)
     return -1;
   /* 2. Tables (and redundant copies), then directory entries. */
   for (k = 0; k < d->nr_dirty; ++k) {
