@@ -12,6 +12,8 @@
 # "nbdinfo --map" must match the allocation mkcowd made (and qemu-img
 # map's view of it).  Then malformed headers and tables must give clear
 # errors, and a bad grain pointer must fail only the reads that touch it.
+# A child redo log (mkcowd -p) is read alone (single-link) and through
+# the monolithicSparse parent its header names.  Writes: test-cowd-write.sh.
 #
 # QEMU limit: QEMU 7.2 reads a "CID=" from byte 512 of any sparse file
 # it opens and refuses the file (EINVAL) without one, so it cannot open
@@ -88,20 +90,24 @@ normalize_map ()
     END { if (n) printf "%.0f %.0f %d\n", ps, pl, pt }'
 }
 
+# Extra plugin parameters for plugin_copy and plugin_map (single-link).
+plugin_args=()
+
 # plugin_copy IMG OUT [NBDCOPY-OPTS...]
 plugin_copy ()
 {
     local img="$1" out="$2"
     shift 2
     rm -f "$out"
-    nbdkit -U - "$VMDK_PLUGIN" file="$img" \
+    nbdkit -U - "$VMDK_PLUGIN" file="$img" "${plugin_args[@]}" \
            --run "nbdcopy $* \"\$uri\" $out"
 }
 
 # plugin_map IMG: normalized "nbdinfo --map".
 plugin_map ()
 {
-    nbdkit -U - "$VMDK_PLUGIN" file="$1" --run 'nbdinfo --map "$uri"' |
+    nbdkit -U - "$VMDK_PLUGIN" file="$1" "${plugin_args[@]}" \
+           --run 'nbdinfo --map "$uri"' |
         awk '{ print $1, $2, $3 }' | normalize_map
 }
 
@@ -179,14 +185,18 @@ expect_open_error ()
 
 # read_range IMG OFFSET LENGTH OUT: read a range through the offset
 # filter (reads only: --no-extents, so block status cannot fail first);
-# returns nbdcopy's status (never a crash).
+# returns nbdcopy's status (never a crash).  One request at a time:
+# when a read fails nbdcopy hangs up at once, and nbdkit 1.32 can then
+# abort (raw_send_socket: Assertion `sock >= 0') while replying to a
+# request still in flight, which would look like a crash here.
 read_range ()
 {
     local r=0
     rm -f "$4"
     nbdkit -U - --filter=offset "$VMDK_PLUGIN" file="$1" \
            offset="$2" range="$3" \
-           --run "nbdcopy --no-extents \"\$uri\" $4" > range.log 2>&1 ||
+           --run "nbdcopy --no-extents --connections=1 --requests=1 \
+                  \"\$uri\" $4" > range.log 2>&1 ||
         r=$?
     cat range.log
     if [ "$r" -ge 128 ] ||
@@ -248,26 +258,55 @@ truncate -s $((8 * M)) f.raw
 check_image f 16 f.raw
 test "$(cat f.map)" = "0 $((8 * M)) 3"
 
-# A child (redo log): the parent name in the header is reported at open
-# (-D vmdk.open=1); with no parent chain from a bare file, unallocated
+# A child (redo log) names its parent in its header (a COWD file has
+# no descriptor): the name is reported at open (-D vmdk.open=1) and
+# opened as the parent, relative to the child.  A missing parent is an
+# open error; single-link serves the child alone, where unallocated
 # grains read as zeroes.  QEMU cannot open it (see the top).
 "$mkcowd" -g 8 -p "base-disk.vmdk" c.raw child.vmdk
+expect_open_error child.vmdk \
+    'child.vmdk: parent "base-disk.vmdk": open: .*base-disk.vmdk: No such file'
+plugin_args=(single-link=true)
 check_reads child.vmdk c.raw no
-nbdkit -v -U - "$VMDK_PLUGIN" file=child.vmdk -D vmdk.open=1 --run true \
-       > child.log 2>&1
+plugin_map child.vmdk > child.plugin-map
+"$mkcowd" -g 8 c.raw c8.vmdk -m c8.map
+diff -u c8.map child.plugin-map
+plugin_args=()
+nbdkit -v -U - "$VMDK_PLUGIN" file=child.vmdk single-link=true \
+       -D vmdk.open=1 --run true > child.log 2>&1
 cat child.log
 grep -q 'flags 0x2 ' child.log
 grep -q 'COWD child of "base-disk.vmdk" (parent generation 1)' child.log
-# A parent name that is not NUL-terminated is noted, not fatal here
-# (only a parent chain would need the name).
+# A parent name that is not NUL-terminated: corrupt, and the chain
+# code needs it (even single-link asks for it), so the open fails.
 cp child.vmdk child-bad.vmdk
 head -c 1024 /dev/zero | tr '\0' x |
     dd of=child-bad.vmdk bs=1 seek=32 conv=notrunc status=none
-nbdkit -v -U - "$VMDK_PLUGIN" file=child-bad.vmdk -D vmdk.open=1 --run true \
-       > child.log 2>&1
-cat child.log
-grep -q 'parent file name is not NUL-terminated' child.log
-check_reads child-bad.vmdk c.raw no
+expect_open_error child-bad.vmdk \
+    'COWD parent file name is not NUL-terminated within its 1024 bytes'
+
+# Through the chain: the parent is a monolithicSparse disk (64 KiB
+# grains) with data almost everywhere; the child's grains (8 sectors)
+# are c.raw's non-zero ones, whole (their zero bytes included), and
+# the parent fills every other grain.  The child's grains are those of
+# the ranges written into c.raw above, rounded out to 4 KiB.
+rm -f base-disk.raw
+rnd base-disk.raw 0 $((3 * M + 5 * 512))
+qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse \
+         base-disk.raw base-disk.vmdk
+cp base-disk.raw chain.raw
+for r in "$((8 * K)) $((8 * K))" "$((M)) $((M + 4 * K))" \
+         "$((3 * M)) $((5 * 512))"; do
+    set -- $r
+    dd if=c.raw of=chain.raw bs=512 skip=$(($1 / 512)) seek=$(($1 / 512)) \
+       count=$(($2 / 512)) conv=notrunc status=none
+done
+check_reads child.vmdk chain.raw no
+nbdkit -v -U - "$VMDK_PLUGIN" file=child.vmdk --run true > child.log 2>&1
+grep -q 'chain of 2 link' child.log
+# Block status: data everywhere (the parent allocates every grain).
+plugin_map child.vmdk > child.plugin-map
+test "$(cat child.plugin-map)" = "0 $((3 * M + 5 * 512)) 0"
 
 # A descriptor line longer than the header capacity: the rest reads as
 # unallocated (zeroes, a hole).  Plugin only: QEMU takes a sparse
