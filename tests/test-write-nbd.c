@@ -27,8 +27,8 @@
  *   size:N                   the export is N bytes
  * Prefix a command with "!ERRNO:" (EPERM, EIO, ENOTSUP, EINVAL, ENOSPC)
  * to require that it fails with that errno; "?" prefix: the result may
- * be either success or any error, and is only printed (used while a
- * server is being killed).
+ * be either success or any error, and is only printed ("CMD: ok" or
+ * "CMD: failed: ...", used while a server is being killed).
  *
  * Exit status: 0 all commands behaved, 1 otherwise, 77 libnbd missing.
  */
@@ -299,6 +299,9 @@ one (const char *arg)
   if (expect == -1) {
     if (r == -1)
       printf ("%s: failed: %s\n", arg, nbd_get_error ());
+    else
+      printf ("%s: ok\n", arg);
+    fflush (stdout);
   }
   else if (expect == 0 && r == -1) {
     fprintf (stderr, "FAIL: %s: %s (%s)\n", arg, nbd_get_error (),
