@@ -550,7 +550,7 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
   if (enter_chain (chain, main_io) == -1 ||
       read_main_file (img, main_io, &self) == -1 ||
       build_extents (img, self) == -1 ||
-      take_cowd_parent_name (img) == -1)
+      (!opts->single_link && take_cowd_parent_name (img) == -1))
     goto err;
   if (has_parent (img->desc) && !opts->single_link &&
       open_parent (img, opts, chain) == -1)
