@@ -39,6 +39,7 @@
 
 #include <config.h>
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -46,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "descriptor.h"
+#include "error.h"
 #include "io.h"
 #include "vmdk.h"
 
@@ -67,6 +70,7 @@
 #define WRITE_CHUNK (64 * 1024)         /* largest write */
 #define NR_WRITES 8
 #define MAX_WRITE_GRAIN (1024 * 1024)
+#define MAX_FILE_BYTES (64 * 1024 * 1024)
 
 #define CHECK(cond) \
   do { \
@@ -124,6 +128,192 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   return 0;
 }
 
+/* Writes are only checked on images whose storage is not shared: in
+ * a corrupt file two grain-table entries may point at overlapping
+ * sectors (or a grain at a table), and then a write through one
+ * legitimately changes what the other reads.  This independent
+ * reading of the KDMV and COWD layouts (VMDK-FORMAT.md b.1, b.5)
+ * finds such overlaps among everything inside the file; entries
+ * pointing past the end of the file are left out, since what the
+ * engine does with those is its own business.  Likewise a descriptor
+ * naming one file twice, or naming itself or its parent as an extent.
+ */
+static bool layout_shared;
+
+struct interval {
+  uint64_t start, end;          /* sectors, end exclusive */
+};
+
+static int
+cmp_interval (const void *a, const void *b)
+{
+  const struct interval *x = a, *y = b;
+
+  return x->start < y->start ? -1 : x->start > y->start;
+}
+
+#define MAX_INTERVALS (1 << 20)
+
+struct intervals {
+  struct interval *v;
+  size_t n;
+  bool too_many;
+};
+
+static void
+add_interval (struct intervals *iv, uint64_t start, uint64_t sectors,
+              uint64_t file_sectors)
+{
+  if (sectors == 0 || start >= file_sectors)
+    return;
+  if (iv->n >= MAX_INTERVALS) {
+    iv->too_many = true;
+    return;
+  }
+  iv->v[iv->n].start = start;
+  iv->v[iv->n].end = start + sectors;
+  iv->n++;
+}
+
+static uint32_t
+le32_at (const uint8_t *f, size_t len, uint64_t off)
+{
+  if (off > len || len - off < 4)
+    return 0;
+  return f[off] | f[off + 1] << 8 | f[off + 2] << 16 |
+    (uint32_t) f[off + 3] << 24;
+}
+
+static uint64_t
+le64_at (const uint8_t *f, size_t len, uint64_t off)
+{
+  return le32_at (f, len, off) |
+    (uint64_t) le32_at (f, len, off + 4) << 32;
+}
+
+/* Add a two-level directory: the directory, its tables and (unless
+ * grain is 0: a redundant directory, whose tables name the same
+ * grains) their grains.
+ */
+static void
+add_directory (struct intervals *iv, const uint8_t *f, size_t len,
+               uint64_t gd_sector, uint64_t nr_gts, uint64_t gtes,
+               uint64_t gt_sectors, uint64_t grain, bool zeroed)
+{
+  uint64_t file_sectors = len / 512 + (len % 512 != 0), t, i;
+
+  add_interval (iv, gd_sector, (nr_gts * 4 + 511) / 512, file_sectors);
+  for (t = 0; t < nr_gts && !iv->too_many; ++t) {
+    uint64_t gt = le32_at (f, len, gd_sector * 512 + t * 4);
+
+    if (gt == 0 || gt >= file_sectors)
+      continue;
+    add_interval (iv, gt, gt_sectors, file_sectors);
+    for (i = 0; grain && i < gtes && !iv->too_many; ++i) {
+      uint64_t gte = le32_at (f, len, gt * 512 + i * 4);
+
+      if (gte == 0 || (gte == 1 && zeroed))
+        continue;
+      add_interval (iv, gte, grain, file_sectors);
+    }
+  }
+}
+
+static bool
+file_layout_shared (const uint8_t *f, size_t len)
+{
+  struct intervals iv = { .n = 0 };
+  uint64_t file_sectors = len / 512 + (len % 512 != 0);
+  bool shared = false;
+  size_t i;
+
+  if (len < 512)
+    return false;
+  iv.v = malloc (MAX_INTERVALS * sizeof *iv.v);
+  if (iv.v == NULL)
+    return true;
+  if (memcmp (f, "KDMV", 4) == 0) {
+    uint32_t flags = le32_at (f, len, 8);
+    uint64_t capacity = le64_at (f, len, 12), grain = le64_at (f, len, 20);
+    uint64_t gtes = le32_at (f, len, 44), coverage, nr_gts;
+    uint64_t gd = le64_at (f, len, 56), rgd = le64_at (f, len, 48);
+    bool zeroed = flags & 4;
+
+    if (grain == 0 || gtes == 0 || grain > (1 << 21) || gtes > 65536 ||
+        gd == UINT64_MAX || (flags & 0x10000)) {
+      free (iv.v);
+      return false;             /* refused, or compressed: read-only */
+    }
+    coverage = grain * gtes;
+    nr_gts = capacity / coverage + (capacity % coverage != 0);
+    if (nr_gts * gtes > MAX_INTERVALS) {
+      free (iv.v);
+      return true;              /* too big to check: do not write */
+    }
+    add_interval (&iv, 0, 1, file_sectors);
+    add_interval (&iv, le64_at (f, len, 28), le64_at (f, len, 36),
+                  file_sectors);
+    add_directory (&iv, f, len, gd, nr_gts, gtes, (gtes * 4 + 511) / 512,
+                   grain, zeroed);
+    if ((flags & 2) && rgd != 0)
+      add_directory (&iv, f, len, rgd, nr_gts, gtes,
+                     (gtes * 4 + 511) / 512, 0, zeroed);
+  }
+  else if (memcmp (f, "COWD", 4) == 0) {
+    uint64_t grain = le32_at (f, len, 16), gd = le32_at (f, len, 20);
+    uint64_t entries = le32_at (f, len, 24);
+
+    if (grain == 0 || entries > MAX_INTERVALS / 4096) {
+      free (iv.v);
+      return entries > MAX_INTERVALS / 4096;
+    }
+    add_interval (&iv, 0, 4, file_sectors);
+    add_directory (&iv, f, len, gd, entries, 4096, 32, grain, false);
+  }
+  if (iv.too_many)
+    shared = true;
+  else {
+    qsort (iv.v, iv.n, sizeof *iv.v, cmp_interval);
+    for (i = 1; i < iv.n && !shared; ++i)
+      if (iv.v[i].start < iv.v[i - 1].end)
+        shared = true;
+  }
+  free (iv.v);
+  return shared;
+}
+
+/* A descriptor that names one file twice, itself, or its parent among
+ * its extents.
+ */
+static bool
+descriptor_shared (const uint8_t *f, size_t len)
+{
+  struct descriptor *d;
+  bool shared = false;
+  size_t i, j;
+
+  if (!descriptor_probe ((const char *) f, len))
+    return false;
+  d = descriptor_parse ((const char *) f, len, MAIN_NAME);
+  if (d == NULL)
+    return false;
+  for (i = 0; i < d->nr_extents; ++i) {
+    const char *fi = d->extents[i].filename;
+
+    if (fi == NULL)
+      continue;
+    if (strcmp (fi, MAIN_NAME) == 0 ||
+        (d->parent_hint && strcmp (fi, d->parent_hint) == 0))
+      shared = true;
+    for (j = i + 1; j < d->nr_extents; ++j)
+      if (d->extents[j].filename &&
+          strcmp (fi, d->extents[j].filename) == 0)
+        shared = true;
+  }
+  descriptor_free (d);
+  return shared;
+}
+
 /* Add the main file and any marker-separated files to src. */
 static int
 add_files (struct vmdk_source *src, const uint8_t *data, size_t size)
@@ -136,6 +326,8 @@ add_files (struct vmdk_source *src, const uint8_t *data, size_t size)
   if (vmdk_source_memory_add (src, MAIN_NAME, data,
                               m ? (size_t) (m - data) : size) == -1)
     return -1;
+  layout_shared = file_layout_shared (data, m ? (size_t) (m - data) : size) ||
+    descriptor_shared (data, m ? (size_t) (m - data) : size);
 
   while (m != NULL && nr++ < MAX_FILES) {
     const uint8_t *name = m + mlen, *nl, *body, *next;
@@ -155,6 +347,8 @@ add_files (struct vmdk_source *src, const uint8_t *data, size_t size)
       if (vmdk_source_memory_add (src, namebuf, body,
                                   (next ? next : end) - body) == -1)
         return -1;
+      if (!layout_shared)
+        layout_shared = file_layout_shared (body, (next ? next : end) - body);
     }
     m = next;
   }
@@ -326,12 +520,82 @@ struct borrowed_source {
   struct vmdk_source *inner;
 };
 
+/* Files may not grow past MAX_FILE_BYTES: corrupt metadata can point
+ * writes terabytes into a file, which a real file stores as a sparse
+ * hole but the memory source would try to allocate.  The limit acts
+ * like a full disk (EFBIG), an error path worth fuzzing too.  Only the
+ * growing operations of the memory files' ops table are wrapped: the
+ * io objects are the memory source's own.
+ */
+static const struct vmdk_io_ops *mem_ops;
+static struct vmdk_io_ops limited_ops;
+
+static int
+too_big (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  if (offset > MAX_FILE_BYTES || count > MAX_FILE_BYTES - offset)
+    return vmdk_error (EFBIG, "%s: fuzz-image: the file would grow past "
+                       "%d bytes (offset %" PRIu64 ", %" PRIu64 " bytes)",
+                       io->name, MAX_FILE_BYTES, offset, count);
+  return 0;
+}
+
+static int
+limited_pwrite (struct vmdk_io *io, const void *buf, size_t count,
+                uint64_t offset)
+{
+  if (too_big (io, offset, count) == -1)
+    return -1;
+  return mem_ops->pwrite (io, buf, count, offset);
+}
+
+static int
+limited_punch (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  if (too_big (io, offset, count) == -1)
+    return -1;
+  return mem_ops->punch (io, offset, count);
+}
+
+static int
+limited_zero_range (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  if (too_big (io, offset, count) == -1)
+    return -1;
+  return mem_ops->zero_range (io, offset, count);
+}
+
+static int
+limited_extend (struct vmdk_io *io, uint64_t size)
+{
+  if (too_big (io, size, 0) == -1)
+    return -1;
+  return mem_ops->extend (io, size);
+}
+
 static struct vmdk_io *
 borrowed_open (struct vmdk_source *src, const char *name, bool readonly)
 {
   struct vmdk_source *inner = ((struct borrowed_source *) src)->inner;
+  struct vmdk_io *io = inner->ops->open (inner, name, readonly);
 
-  return inner->ops->open (inner, name, readonly);
+  if (io == NULL)
+    return NULL;
+  if (mem_ops == NULL) {
+    mem_ops = io->ops;
+    limited_ops = *mem_ops;
+    if (mem_ops->pwrite)
+      limited_ops.pwrite = limited_pwrite;
+    if (mem_ops->punch)
+      limited_ops.punch = limited_punch;
+    if (mem_ops->zero_range)
+      limited_ops.zero_range = limited_zero_range;
+    if (mem_ops->extend)
+      limited_ops.extend = limited_extend;
+  }
+  CHECK (io->ops == mem_ops);
+  io->ops = &limited_ops;
+  return io;
 }
 
 static struct vmdk_source *
@@ -693,8 +957,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
       read_phase (img);
       vmdk_close (img);
       /* Only images that open read-only are worth writing to. */
-      if (!write_clean_only || nr_errors == 0)
+      if (!layout_shared && (!write_clean_only || nr_errors == 0))
         write_phase (files, &opts, data, size);
+      else if (verbose)
+        fprintf (stderr, "fuzz-image: no writes: %s\n", layout_shared
+                 ? "storage shared between grains, tables or extents"
+                 : "the image had errors (FUZZ_WRITE_CLEAN_ONLY)");
     }
   }
   files->ops->close (files);
