@@ -16,7 +16,8 @@
  *
  * Operations cluster around "hot spots" (the start and end of the disk,
  * grain-table boundaries every 32 MiB, extent-file boundaries every
- * 2 GiB, random grains) so that writes cross grain, table and file
+ * 2 GiB, random grains, and the byte offsets listed in the environment
+ * variable TEST_WRITE_SPOTS="a,b,...") so that writes cross grain, table and file
  * boundaries and overwrite each other.  Lengths run from 1 byte to
  * 512 KiB, offsets are mostly unaligned, zero and trim are often
  * grain-aligned so that whole grains are deallocated.
@@ -307,6 +308,14 @@ make_spots (void)
   /* A few random grains. */
   for (i = 0; i < 4; ++i)
     add_spot (rnd_below (size / GRAIN) * GRAIN);
+  /* More from the caller: extent boundaries of custom descriptors. */
+  if (getenv ("TEST_WRITE_SPOTS")) {
+    char *list = strdup (getenv ("TEST_WRITE_SPOTS")), *p, *save = NULL;
+    for (p = strtok_r (list, ",", &save); p; p = strtok_r (NULL, ",", &save))
+      if (strtoull (p, NULL, 0) <= size)
+        add_spot (strtoull (p, NULL, 0));
+    free (list);
+  }
 }
 
 /* A random range near a hot spot; aligned to whole grains if asked. */

@@ -15,8 +15,9 @@
 #     model.
 # Images: monolithicSparse, twoGbMaxExtentSparse (4.6 GiB: 3 extent
 # files), monolithicFlat, twoGbMaxExtentFlat (4.6 GiB), zeroed_grain=on,
-# and snapshot children (with and without zeroed grains) of a base with
-# data, whose file must not change.
+# a custom extent list (FLAT, SPARSE, zeroed-grain SPARSE, FLAT at an
+# offset), vmfs, COWD (mkcowd), and snapshot children (with and without
+# zeroed grains) of a base with data, whose file must not change.
 #
 # TEST_WRITE_SEED=N repeats a run (the seed is printed); TEST_WRITE_OPS
 # sets the number of operations of the first session (default 500).
@@ -121,6 +122,68 @@ run_one "twoGbMaxExtentFlat 4.6G" img.vmdk
 
 new_image zeroed 200M subformat=monolithicSparse,zeroed_grain=on
 run_one "monolithicSparse zeroed_grain=on" img.vmdk
+
+# A custom extent list: FLAT, SPARSE, SPARSE with zeroed grains, FLAT
+# at an offset in its file, boundaries at odd places.  (The sparse
+# extent files carry no embedded descriptor, like VMware's; QEMU reads
+# the list only with the "# Extent description" line and createType
+# twoGbMaxExtentSparse, used here for the offline checks.)
+rm -f ./*.vmdk ./*.raw
+qemu-img create -q -f vmdk s1.vmdk 40M
+qemu-img create -q -f vmdk -o zeroed_grain=on s2.vmdk 50M
+for f in s1.vmdk s2.vmdk; do    # descriptorOffset, descriptorSize = 0
+    dd if=/dev/zero of=$f bs=1 seek=28 count=16 conv=notrunc status=none
+done
+truncate -s 10M f.raw
+truncate -s 1M pad.raw
+cat > img.vmdk <<EOF
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=ffffffff
+createType="twoGbMaxExtentSparse"
+
+# Extent description
+RW 20480 FLAT "f.raw" 0
+RW 81920 SPARSE "s1.vmdk"
+RW 102400 SPARSE "s2.vmdk"
+RW 1024 FLAT "pad.raw" 1024
+EOF
+truncate -s $(( (20480 + 81920 + 102400 + 1024) * 512 )) model.raw
+TEST_WRITE_SPOTS=$((20480 * 512)),$((102400 * 512)),$((204800 * 512)) \
+    run_one "custom extents (FLAT, SPARSE, SPARSE, FLAT)" img.vmdk
+
+# vmfs: one VMFS extent (raw, like FLAT at offset 0).
+rm -f ./*.vmdk ./*.raw
+truncate -s 100M v-flat.vmdk
+cat > img.vmdk <<EOF
+# Disk DescriptorFile
+version=1
+CID=fffffffe
+parentCID=ffffffff
+createType="vmfs"
+
+# Extent description
+RW 204800 VMFS "v-flat.vmdk"
+EOF
+truncate -s 100M model.raw
+run_one vmfs img.vmdk
+
+# COWD (VMDK3 / vmfsSparse) made by tests/mkcowd from a raw file with
+# data, 512-byte and 64 KiB grains (mkcowd -q makes it QEMU-readable).
+mkcowd=$abs_builddir/mkcowd
+if [ -x "$mkcowd" ]; then
+    for g in 1 128; do
+        rm -f ./*.vmdk ./*.raw
+        truncate -s 100M model.raw
+        dd if=/dev/urandom of=model.raw bs=1M count=3 seek=20 \
+           conv=notrunc status=none
+        dd if=/dev/urandom of=model.raw bs=1M count=1 seek=99 \
+           conv=notrunc status=none
+        "$mkcowd" -q -g $g model.raw img.vmdk
+        run_one "COWD, grain $g sectors" img.vmdk
+    done
+fi
 
 # Snapshot children of a base with data (some of it across the first
 # table boundary and up to the end).
