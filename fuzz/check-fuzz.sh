@@ -64,7 +64,7 @@ for t in $targets; do
          xargs -0 -r "./$t" "${common[@]}" "${extra[@]}" \
            > "$artifacts/$t/regressions.log" 2>&1; then
       echo "FAIL: $t: a regression input fails again:"
-      grep -E 'Running:|ERROR|SUMMARY|invariant' \
+      grep -E 'Running:|ERROR|SUMMARY|invariant|after writes|after reopen|map says' \
         "$artifacts/$t/regressions.log" | tail -n 20
       failed+=("$t (regressions)")
       continue
@@ -92,7 +92,7 @@ for t in $targets; do
   echo "check-fuzz: $t: ${execs:-?} executions, exit status $rc"
   if [ "$rc" -ne 0 ]; then
     echo "FAIL: $t: libFuzzer found a problem:"
-    grep -E '^==[0-9]+==ERROR|SUMMARY|invariant failed|runtime error|ALARM|out-of-memory|Test unit written' \
+    grep -E '^==[0-9]+==ERROR|SUMMARY|invariant failed|runtime error|ALARM|out-of-memory|after writes|after reopen|map says|Test unit written' \
       "$log" | head -n 20
     failed+=("$t")
   fi
