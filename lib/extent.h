@@ -172,6 +172,7 @@ struct grain_dir {
   uint64_t *dirty_gdes;         /* GD entries to write at flush */
   size_t nr_dirty_gdes, dirty_gdes_alloc;
   uint8_t *table_state;         /* TABLE_* bits per table */
+  uint64_t flush_gen;           /* bumped by each flush (atomic) */
   uint64_t first_data;          /* data grains start at or after this */
   uint64_t grain_align;         /* alignment of new grains */
   uint32_t zeroed_grain_value;  /* GTE meaning "zeroed grain", 0: none */

@@ -90,7 +90,14 @@ gt_offset (const struct grain_dir *d, uint64_t t)
   return __atomic_load_n (&d->gt_offsets[t], __ATOMIC_ACQUIRE);
 }
 
-/* Return the grain table, pinned, reading it into the cache on a miss. */
+/* Return the grain table, pinned, reading it into the cache on a miss.
+ *
+ * A read from disk races with writers: a table could be changed in the
+ * cache, flushed and evicted while our read of the old bytes is in
+ * flight, and inserting those would bring back the old entries.  Each
+ * flush bumps flush_gen before dirty tables become evictable, so a read
+ * that saw no change of generation cannot be older than the disk.
+ */
 static const unsigned char *
 load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
 {
@@ -98,24 +105,31 @@ load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
   size_t gt_bytes = (size_t) d->gtes_per_gt * d->gte_size;
   struct gt_entry *e;
   const unsigned char *data;
+  uint64_t gen;
 
-  data = gtcache_get (d->cache, key, pin);
-  if (data)
-    return data;
+  for (;;) {
+    data = gtcache_get (d->cache, key, pin);
+    if (data)
+      return data;
 
-  e = gtcache_alloc (gt_bytes);
-  if (e == NULL) {
-    vmdk_error (ENOMEM, "malloc: grain table: %m");
-    return NULL;
-  }
-  if (io_pread_zerofill (d->io, gtcache_data (e), gt_bytes,
-                         gt_offset (d, gt_index)) == -1) {
-    gtcache_discard (e);
-    return NULL;
+    e = gtcache_alloc (gt_bytes);
+    if (e == NULL) {
+      vmdk_error (ENOMEM, "malloc: grain table: %m");
+      return NULL;
+    }
+    gen = __atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE);
+    if (io_pread_zerofill (d->io, gtcache_data (e), gt_bytes,
+                           gt_offset (d, gt_index)) == -1) {
+      gtcache_discard (e);
+      return NULL;
+    }
+    if (__atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE) == gen)
+      break;
+    gtcache_discard (e);        /* a flush ran meanwhile: read again */
   }
   vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
               " from offset %" PRIu64, d->io->name, gt_index,
-              d->gt_offsets[gt_index]);
+              gt_offset (d, gt_index));
   *pin = gtcache_insert (d->cache, key, e);
   return gtcache_data (*pin);
 }
@@ -409,6 +423,7 @@ grain_dir_flush_locked (struct grain_dir *d)
   if (io->ops->flush (io) == -1)
     return -1;
 
+  __atomic_add_fetch (&d->flush_gen, 1, __ATOMIC_RELEASE);
   for (k = 0; k < d->nr_dirty; ++k) {
     d->table_state[d->dirty_index[k]] &= ~TABLE_DIRTY;
     gtcache_clean (d->cache, d->dirty[k]);

@@ -1003,16 +1003,8 @@ change_range (struct vmdk_image *img, enum change what, const void *buf,
 
     if (flags & VMDK_MAY_TRIM) zflags |= EXTENT_ZERO_MAY_TRIM;
     if (flags & VMDK_FAST_ZERO) zflags |= EXTENT_ZERO_FAST;
-    if (e->access != ACCESS_RW) {
-      if (what == CHANGE_TRIM)
-        r = 0;                  /* advisory */
-      else if (e->access == ACCESS_NOACCESS)
-        r = vmdk_error (EIO, "%s: offset %" PRIu64 " falls in a NOACCESS "
-                        "extent (\"%s\")", img->name, offset, e->line);
-      else
-        r = vmdk_error (EPERM, "%s: offset %" PRIu64 " falls in a RDONLY "
-                        "extent (\"%s\")", img->name, offset, e->line);
-    }
+    if (e->access != ACCESS_RW)
+      r = 0;                    /* refused up front; trim is advisory */
     else switch (what) {
     case CHANGE_WRITE:
       r = e->ops->pwrite (e, b, n, rel, &ctx);
@@ -1036,11 +1028,52 @@ change_range (struct vmdk_image *img, enum change what, const void *buf,
   return 0;
 }
 
+/* Refuse a write or zero that touches a RDONLY or NOACCESS extent
+ * before anything changes: a request is never half applied.
+ */
+static bool
+all_zero (const unsigned char *b, uint64_t n)
+{
+  return n == 0 || (b[0] == 0 && memcmp (b, b + 1, n - 1) == 0);
+}
+
+static int
+check_access (struct vmdk_image *img, const unsigned char *buf,
+              uint64_t count, uint64_t offset)
+{
+  uint64_t end, start = offset;
+
+  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
+    return vmdk_error (EINVAL, "%s: request of %" PRIu64 " bytes at offset %"
+                       PRIu64 " is beyond the end of the disk", img->name,
+                       count, offset);
+  while (offset < end) {
+    struct extent *e = find_extent (img, offset);
+
+    if (e->access == ACCESS_NOACCESS)
+      return vmdk_error (EIO, "%s: offset %" PRIu64 " falls in a NOACCESS "
+                         "extent (\"%s\")", img->name, offset, e->line);
+    if (e->access == ACCESS_RDONLY)
+      return vmdk_error (EPERM, "%s: offset %" PRIu64 " falls in a RDONLY "
+                         "extent (\"%s\")", img->name, offset, e->line);
+    /* A ZERO extent (the only kind without a file) takes only zeroes. */
+    if (buf && e->io == NULL &&
+        !all_zero (buf + (offset - start),
+                   MIN (end, e->start + e->length) - offset))
+      return vmdk_error (EPERM, "%s: write of non-zero data at offset %"
+                         PRIu64 " into a ZERO extent (\"%s\")", img->name,
+                         offset, e->line);
+    offset = e->start + e->length;
+  }
+  return 0;
+}
+
 int
 vmdk_pwrite (struct vmdk_image *img, const void *buf, size_t count,
              uint64_t offset, unsigned flags)
 {
-  if (begin_change (img) == -1 ||
+  if (check_access (img, buf, count, offset) == -1 ||
+      begin_change (img) == -1 ||
       change_range (img, CHANGE_WRITE, buf, count, offset, 0) == -1)
     return -1;
   return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
@@ -1050,7 +1083,8 @@ int
 vmdk_zero (struct vmdk_image *img, uint64_t count, uint64_t offset,
            unsigned flags)
 {
-  if (begin_change (img) == -1)
+  if (check_access (img, NULL, count, offset) == -1 ||
+      begin_change (img) == -1)
     return -1;
   /* A fast zero that cannot be fast fails before anything changes. */
   if ((flags & VMDK_FAST_ZERO) &&
