@@ -165,8 +165,7 @@ cowd_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
     *kind = GRAIN_UNALLOC;
     return 0;
   }
-  /* Allocation grows file_size while other threads look up. */
-  file_size = __atomic_load_n (&d->file_size, __ATOMIC_ACQUIRE);
+  file_size = grain_dir_data_limit (d, gt_index);
   /* gte is a u32 sector number, so the product cannot overflow. */
   if (gte < COWD_HEADER_SECTORS || gte * SECTOR >= file_size)
     return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32

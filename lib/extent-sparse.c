@@ -49,7 +49,7 @@ sparse_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
     return 0;
   }
   /* Grains never overlap the header, and start inside the file. */
-  if (gte * SECTOR >= __atomic_load_n (&d->file_size, __ATOMIC_ACQUIRE) ||
+  if (gte * SECTOR >= grain_dir_data_limit (d, gt_index) ||
       gte <= 1)
     return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
                        " = %" PRIu64 " points outside the file (size %"

@@ -151,7 +151,8 @@ struct grain_dir {
   bool lock_initialized;
   uint32_t owner;
   struct vmdk_io *io;
-  uint64_t file_size;
+  uint64_t file_size;           /* grows as we allocate (atomic) */
+  uint64_t open_file_size;      /* as it was at open */
   uint64_t *gt_offsets;         /* byte offset of each GT; 0 none */
   uint64_t nr_gts;
   uint32_t gtes_per_gt;
@@ -186,6 +187,15 @@ struct grain_dir {
 
 #define TABLE_CHECKED 1         /* compared with its redundant copy */
 #define TABLE_DIRTY 2           /* in the dirty list */
+#define TABLE_WRITTEN 4         /* changed by us since open */
+
+/* Where data grains named by table gt_index must start below.  Entries
+ * of tables we never changed must point inside the file as it was at
+ * open: an entry dangling past the end must not come alive when we
+ * append a grain there (fuzz-image found that aliasing).
+ */
+extern uint64_t grain_dir_data_limit (const struct grain_dir *d,
+                                      uint64_t gt_index);
 
 /* Largest number of dirty tables kept before an internal flush. */
 #define GRAIN_DIR_MAX_DIRTY 4096

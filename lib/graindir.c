@@ -30,6 +30,7 @@ grain_dir_init (struct grain_dir *d, const char *name)
   uint64_t i;
 
   d->owner = gtcache_new_owner (d->cache);
+  d->open_file_size = d->file_size;
   pthread_mutex_init (&d->alloc_lock, NULL);
   d->lock_initialized = true;
   for (i = 0; i < d->nr_gts; ++i) {
@@ -211,7 +212,36 @@ grain_dir_lookup (struct grain_dir *d, uint64_t offset, uint64_t max,
   return -1;
 }
 
+uint64_t
+grain_dir_data_limit (const struct grain_dir *d, uint64_t gt_index)
+{
+  if (d->table_state &&
+      (__atomic_load_n (&d->table_state[gt_index], __ATOMIC_ACQUIRE) &
+       TABLE_WRITTEN))
+    return __atomic_load_n (&d->file_size, __ATOMIC_ACQUIRE);
+  return d->open_file_size;
+}
+
 /* Writing.  Every function below runs with d->alloc_lock held. */
+
+/* Before we change a table for the first time, every entry in it must
+ * be valid: a dangling entry would alias the grains we append.
+ */
+static int
+check_table_entries (struct grain_dir *d, uint64_t t,
+                     const unsigned char *table)
+{
+  enum grain_kind kind;
+  uint64_t foff;
+  uint32_t i;
+
+  for (i = 0; i < d->gtes_per_gt; ++i)
+    if (d->decode (d, get_gte (table, d->gte_size, i), t, i,
+                   &kind, &foff) == -1)
+      return vmdk_error_prefix ("refusing to write into grain table %"
+                                PRIu64 " which has a corrupt entry", t);
+  return 0;
+}
 
 int
 grain_dir_get (struct grain_dir *d, uint64_t gt_index, uint32_t gte_index,
@@ -348,6 +378,13 @@ grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
       break;
     gtcache_unpin (pin);        /* evicted meanwhile: load it again */
   }
+  if (!(d->table_state[t] & TABLE_WRITTEN) &&
+      check_table_entries (d, t, table) == -1) {
+    if (!(d->table_state[t] & TABLE_DIRTY))
+      gtcache_clean (d->cache, pin);
+    gtcache_unpin (pin);
+    return -1;
+  }
   if (!(d->table_state[t] & TABLE_DIRTY)) {
     if (check_redundant (d, t, table) == -1 ||
         grow ((void **) &d->dirty, &d->dirty_alloc, d->nr_dirty + 1,
@@ -365,6 +402,10 @@ grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
   else
     gtcache_unpin (pin);        /* the dirty list holds a pin already */
 
+  /* Mark the table before its new entry can be seen, so lookups accept
+   * entries pointing at space we appended.
+   */
+  __atomic_or_fetch (&d->table_state[t], TABLE_WRITTEN, __ATOMIC_RELEASE);
   assert (d->gte_size == 4);
   __atomic_store_n ((uint32_t *) table + i, htole32 (value),
                     __ATOMIC_RELAXED);
