@@ -113,7 +113,7 @@ load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
     if (data)
       return data;
 
-    e = gtcache_alloc (gt_bytes);
+    e = gtcache_alloc_for (d->cache, key, gt_bytes);
     if (e == NULL) {
       vmdk_error (ENOMEM, "malloc: grain table: %m");
       return NULL;

@@ -33,7 +33,15 @@ struct shard {
   struct gt_entry *lru_head, *lru_tail;
   uint64_t bytes, budget;
   uint64_t hits, misses, evictions;
+  /* Evicted entries kept for reuse.  Recycling inside the shard keeps
+   * memory at the budget: freed chunks would otherwise pile up in
+   * whichever malloc arena each thread happened to use.
+   */
+  struct gt_entry *free_list;
+  unsigned nr_free;
 };
+
+#define MAX_FREE_PER_SHARD 32
 
 struct gtcache {
   struct shard shards[NR_SHARDS];
@@ -102,6 +110,10 @@ gtcache_free (struct gtcache *c)
     for (e = c->shards[i].lru_head; e; e = next) {
       next = e->lru_next;
       gtcache_unpin (e);
+    }
+    for (e = c->shards[i].free_list; e; e = next) {
+      next = e->hash_next;
+      free (e);
     }
     pthread_mutex_destroy (&c->shards[i].lock);
   }
@@ -174,6 +186,28 @@ gtcache_alloc (size_t bytes)
   return e;
 }
 
+struct gt_entry *
+gtcache_alloc_for (struct gtcache *c, uint64_t key, size_t bytes)
+{
+  struct shard *s = shard_of (c, hash_key (key));
+  struct gt_entry *e = NULL, **pp;
+
+  pthread_mutex_lock (&s->lock);
+  for (pp = &s->free_list; *pp; pp = &(*pp)->hash_next)
+    if ((*pp)->bytes == bytes) {
+      e = *pp;
+      *pp = e->hash_next;
+      s->nr_free--;
+      break;
+    }
+  pthread_mutex_unlock (&s->lock);
+  if (e == NULL)
+    return gtcache_alloc (bytes);
+  memset (e, 0, sizeof *e);
+  e->bytes = bytes;
+  return e;
+}
+
 void *
 gtcache_data (struct gt_entry *e)
 {
@@ -216,7 +250,18 @@ evict_locked (struct shard *s)
     victim->attached = false;
     s->bytes -= victim->bytes;
     s->evictions++;
-    gtcache_unpin (victim);     /* the cache's reference */
+    /* Drop the cache's reference; if nobody has it pinned, keep the
+     * memory for the next table read into this shard.
+     */
+    if (atomic_fetch_sub (&victim->refs, 1) == 1) {
+      if (s->nr_free < MAX_FREE_PER_SHARD) {
+        victim->hash_next = s->free_list;
+        s->free_list = victim;
+        s->nr_free++;
+      }
+      else
+        free (victim);
+    }
     victim = prev;
   }
 }

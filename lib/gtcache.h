@@ -46,6 +46,9 @@ extern void *gtcache_get (struct gtcache *c, uint64_t key,
  * not visible until gtcache_insert.  Returns NULL on ENOMEM.
  */
 extern struct gt_entry *gtcache_alloc (size_t bytes);
+/* The same, reusing memory of an evicted entry of key's shard. */
+extern struct gt_entry *gtcache_alloc_for (struct gtcache *c, uint64_t key,
+                                           size_t bytes);
 extern void *gtcache_data (struct gt_entry *e);
 /* Discard an entry that was never inserted. */
 extern void gtcache_discard (struct gt_entry *e);
