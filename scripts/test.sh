@@ -8,9 +8,13 @@
 #   1. install missing Debian packages (scripts/deps.sh);
 #   2. build in the source tree with --enable-werror and run make -k check;
 #   3. build a copy of the sources in build-sanitizers/ with
-#      --enable-sanitizers --enable-werror (ASan + UBSan) and run the
-#      lib/ unit tests there (make -C tests check-unit);
-#   4. print the failed tests with the tail of their logs, then a summary
+#      --enable-sanitizers --enable-werror (ASan + UBSan) and run all the
+#      tests there, unit and end-to-end (nbdkit gets the sanitizer
+#      runtimes preloaded by tests/wrappers/nbdkit);
+#   4. build a copy in build-fuzz/ with --enable-fuzzing and run the
+#      bounded fuzzing check (make -C fuzz check-fuzz, about a minute;
+#      counted as one test);
+#   5. print the failed tests with the tail of their logs, then a summary
 #      counted from the automake test-suite.log files.  The last line is
 #      always "N passed, M failed, K skipped"; a build or make step that
 #      fails without leaving failures in a log counts as one failure.
@@ -27,8 +31,11 @@ srcdir=$vmdk_srcdir
 sanitizer_dir=$srcdir/build-sanitizers
 cd "$srcdir"
 
-# Failures that no test-suite.log records (build errors and the like).
+# Failures that no test-suite.log records (build errors and the like),
+# and results of steps that are not automake test suites (fuzzing).
 extra_failures=()
+extra_passes=0
+extra_skips=0
 # The test-suite.log files of this run, with a label for each.
 logs=()
 labels=()
@@ -170,12 +177,34 @@ if [ "$rc" -eq 0 ]; then
   vmdk_build "$sanitizer_dir" --enable-sanitizers || rc=$?
 fi
 if [ "$rc" -eq 0 ]; then
-  step "make -C build-sanitizers/tests check-unit"
-  make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir/tests" check-unit || rc=$?
-  collect_logs "$sanitizer_dir" "unit tests (sanitizers)" "$rc"
+  # Unit tests and end-to-end tests; tests/wrappers/nbdkit preloads the
+  # sanitizer runtimes into nbdkit for the plugin built with them.
+  step "make -C build-sanitizers check (unit and end-to-end, ASan+UBSan)"
+  make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir" check || rc=$?
+  collect_logs "$sanitizer_dir" "all tests (sanitizers)" "$rc"
 else
   extra_failures+=("sanitizer build in build-sanitizers/ failed")
 fi
+
+# ---------------------------------------------------------------------
+# A short, bounded fuzzing run (about a minute): replays every saved
+# regression input, then fuzzes each libFuzzer target for 20 s.  It
+# needs clang's libFuzzer; without it the step is counted as skipped.
+step "fuzzing in build-fuzz/ (libFuzzer, bounded run)"
+fuzz_dir=$srcdir/build-fuzz
+rc=0
+vmdk_mirror "$srcdir" "$fuzz_dir" || rc=$?
+if [ "$rc" -eq 0 ]; then
+  vmdk_build "$fuzz_dir" --enable-fuzzing || rc=$?
+fi
+if [ "$rc" -eq 0 ]; then
+  make -C "$fuzz_dir/fuzz" check-fuzz || rc=$?
+fi
+case "$rc" in
+  0) extra_passes=$((extra_passes + 1)) ;;
+  77) extra_skips=$((extra_skips + 1)) ;;
+  *) extra_failures+=("fuzzing (make -C build-fuzz/fuzz check-fuzz) failed") ;;
+esac
 
 # ---------------------------------------------------------------------
 step "results"
@@ -222,6 +251,8 @@ for x in "${extra_failures[@]}"; do
   failed=$((failed + 1))
   failed_names+=("$x")
 done
+passed=$((passed + extra_passes))
+skipped=$((skipped + extra_skips))
 
 if [ "${#failed_names[@]}" -gt 0 ]; then
   echo

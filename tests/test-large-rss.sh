@@ -25,6 +25,11 @@ requires_plugin
 requires_cmds nbdkit nbdinfo nbdcopy qemu-img qemu-io
 requires qemu-img --version
 requires test -r /proc/self/status
+# Peak RSS means nothing under ASan's shadow memory or valgrind.
+if [ "${SANITIZERS:-no}" = yes ] || [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
+    echo "$0: SKIP: RSS is not measurable under sanitizers or valgrind"
+    exit 77
+fi
 
 make_scratch big
 requires_free_space "$scratch" 2048
