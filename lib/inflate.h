@@ -7,14 +7,17 @@
 #define VMDK_INFLATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Inflate a zlib (RFC 1950) stream of in_len bytes into out, which has
  * room for out_len bytes.  Never writes more than out_len.  Returns
- * the inflated length, or -1 (with the error recorded, naming what) if
- * the data is corrupt or would not fit.
+ * the inflated length, or -1 (with EIO recorded) if the data is
+ * corrupt or would not fit; the message names the file and the offset
+ * of the grain marker the data came from.  Thread-safe: the inflate
+ * state is kept per thread.
  */
 extern long vmdk_inflate (const void *in, size_t in_len, void *out,
-                          size_t out_len, const char *what);
+                          size_t out_len, const char *name, uint64_t offset);
 
 /* "libdeflate" or "zlib". */
 extern const char *vmdk_inflate_backend (void);

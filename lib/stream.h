@@ -7,7 +7,15 @@
  *
  * A grain marker is: u64 lba (virtual sector of the grain start),
  * u32 size (compressed bytes), then size bytes of zlib data, padded to
- * a sector.  Metadata markers have size 0 and a u32 type at byte 12.
+ * a sector.  Metadata markers have size 0 and a u32 type at byte 12;
+ * the reader never walks them (it uses the GD and GTs), so unknown
+ * types (ovftool's type 4) are harmless.
+ *
+ * Every marker is validated before use: its lba must be the grain's,
+ * its size non-zero, at most STREAM_MAX_COMPRESSED (grain) and inside
+ * the file, and the data must inflate to exactly the grain (or the
+ * extent's tail, for a last grain cut short by the extent's end).
+ * A bad grain fails only reads of its own range, with EIO.
  */
 
 #ifndef VMDK_STREAM_H
@@ -23,20 +31,39 @@
 #define MARKER_GT 1
 #define MARKER_GD 2
 #define MARKER_FOOTER 3
+#define MARKER_PROGRESS 4       /* ovftool; undocumented */
 #define GRAIN_MARKER_SIZE 12
 
 /* Compressed grains are at most this large (QEMU allows 2 clusters). */
 #define STREAM_MAX_GRAIN_BYTES (16 * 1024 * 1024)
 
+/* The most bytes a grain marker plus its data may take: incompressible
+ * data grows a little under deflate; QEMU accepts up to two grains, so
+ * do we.
+ */
+#define STREAM_MAX_COMPRESSED(grain_bytes) \
+  (2 * (size_t) (grain_bytes) + 512)
+
+/* Inflated grains are kept in one cache shared by every compressed
+ * extent of the process, so its memory is bounded however many
+ * extents or images are open.
+ */
+#ifndef STREAM_CACHE_BYTES      /* overridable, for stress tests */
+#define STREAM_CACHE_BYTES (16 * 1024 * 1024)
+#endif
+
 struct stream;
 
+/* markers must be true: compressed grains without markers are not
+ * supported (implementations disagree on their layout).
+ */
 extern struct stream *stream_new (struct vmdk_io *io, uint64_t file_size,
                                   uint32_t grain_bytes,
                                   uint64_t extent_length, bool markers);
 extern void stream_free (struct stream *s);
 
 /* Read count bytes at extent offset offset, inside the compressed grain
- * described by run.
+ * described by run.  Thread-safe; takes no lock while inflating.
  */
 extern int stream_read (struct stream *s, const struct run *run,
                         uint64_t offset, void *buf, size_t count);
