@@ -370,7 +370,7 @@ extent_sparse_init (struct extent *e, struct gtcache *cache)
     return -1;
 
   if (s->h.flags & SPARSE_FLAG_COMPRESSED) {
-    s->stream = stream_new (e->io, s->dir.file_size, e->grain_size,
+    s->stream = stream_new (e->io, cache, s->dir.file_size, e->grain_size,
                             e->length, s->h.flags & SPARSE_FLAG_MARKERS);
     if (s->stream == NULL)
       return -1;

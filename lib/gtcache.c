@@ -22,6 +22,8 @@ struct gt_entry {
   size_t bytes;
   bool attached;                /* in the hash table (shard lock) */
   bool dirty;                   /* pinned in the cache (shard lock) */
+  bool loading;                 /* reserved, being filled (shard lock) */
+  bool failed;                  /* the fill failed (shard lock) */
   struct gt_entry *hash_next;
   struct gt_entry *lru_prev, *lru_next;   /* most recent at head */
   _Alignas (8) unsigned char data[];
@@ -29,10 +31,11 @@ struct gt_entry {
 
 struct shard {
   pthread_mutex_t lock;
+  pthread_cond_t loaded;        /* a loading entry was filled */
   struct gt_entry *buckets[BUCKETS_PER_SHARD];
   struct gt_entry *lru_head, *lru_tail;
   uint64_t bytes, budget;
-  uint64_t hits, misses, evictions;
+  uint64_t hits, misses, evictions, waits;
   /* Evicted entries kept for reuse.  Recycling inside the shard keeps
    * memory at the budget: freed chunks would otherwise pile up in
    * whichever malloc arena each thread happened to use.
@@ -79,6 +82,7 @@ gtcache_new (uint64_t budget_bytes)
     return NULL;
   for (i = 0; i < NR_SHARDS; ++i) {
     pthread_mutex_init (&c->shards[i].lock, NULL);
+    pthread_cond_init (&c->shards[i].loaded, NULL);
     c->shards[i].budget = budget_bytes / NR_SHARDS;
   }
   atomic_init (&c->next_owner, 1);
@@ -116,6 +120,7 @@ gtcache_free (struct gtcache *c)
       free (e);
     }
     pthread_mutex_destroy (&c->shards[i].lock);
+    pthread_cond_destroy (&c->shards[i].loaded);
   }
   free (c);
 }
@@ -150,28 +155,84 @@ find_locked (struct shard *s, uint64_t h, uint64_t key)
   return NULL;
 }
 
+static struct gt_entry *take_free_locked (struct shard *s, size_t bytes);
+static void evict_locked (struct shard *s);
+
+/* Pin e and move it to the head of the LRU.  If another thread is
+ * filling it, wait; NULL if that fill failed (e is not pinned then).
+ * lookup says whether to count a hit (or wait) in the statistics.
+ */
+static struct gt_entry *
+pin_locked (struct shard *s, struct gt_entry *e, bool lookup)
+{
+  atomic_fetch_add (&e->refs, 1);
+  if (e->loading) {
+    s->waits += lookup;
+    while (e->loading)
+      pthread_cond_wait (&s->loaded, &s->lock);
+    if (e->failed) {
+      /* Withdrawn (detached) by the filler; whoever lets go last
+       * frees it.
+       */
+      if (atomic_fetch_sub (&e->refs, 1) == 1)
+        free (e);
+      return NULL;
+    }
+  }
+  else
+    s->hits += lookup;
+  if (e->attached && s->lru_head != e) {
+    lru_unlink (s, e);
+    lru_push_head (s, e);
+  }
+  return e;
+}
+
 void *
 gtcache_get (struct gtcache *c, uint64_t key, struct gt_entry **pin)
 {
+  return gtcache_get_or_reserve (c, key, 0, pin);
+}
+
+void *
+gtcache_get_or_reserve (struct gtcache *c, uint64_t key, size_t bytes,
+                        struct gt_entry **pin)
+{
   uint64_t h = hash_key (key);
   struct shard *s = shard_of (c, h);
-  struct gt_entry *e;
+  struct gt_entry *e, **b;
 
   pthread_mutex_lock (&s->lock);
   e = find_locked (s, h, key);
   if (e) {
-    atomic_fetch_add (&e->refs, 1);
-    if (s->lru_head != e) {
-      lru_unlink (s, e);
-      lru_push_head (s, e);
-    }
-    s->hits++;
+    e = pin_locked (s, e, true);
+    pthread_mutex_unlock (&s->lock);
+    *pin = e;
+    return e ? e->data : NULL;
   }
-  else
-    s->misses++;
+  s->misses++;
+  e = NULL;
+  if (bytes > 0) {
+    e = take_free_locked (s, bytes);
+    if (e == NULL)
+      e = gtcache_alloc (bytes);
+  }
+  if (e) {
+    /* Reserve the key: threads that want it meanwhile wait for us. */
+    e->key = key;
+    e->attached = true;
+    e->loading = true;
+    atomic_init (&e->refs, 2);  /* the cache's and the caller's */
+    b = bucket_of (s, h);
+    e->hash_next = *b;
+    *b = e;
+    lru_push_head (s, e);
+    s->bytes += e->bytes;
+    evict_locked (s);
+  }
   pthread_mutex_unlock (&s->lock);
   *pin = e;
-  return e ? e->data : NULL;
+  return NULL;
 }
 
 struct gt_entry *
@@ -186,26 +247,34 @@ gtcache_alloc (size_t bytes)
   return e;
 }
 
-struct gt_entry *
-gtcache_alloc_for (struct gtcache *c, uint64_t key, size_t bytes)
+/* An evicted entry of this size, reset, or NULL. */
+static struct gt_entry *
+take_free_locked (struct shard *s, size_t bytes)
 {
-  struct shard *s = shard_of (c, hash_key (key));
-  struct gt_entry *e = NULL, **pp;
+  struct gt_entry *e, **pp;
 
-  pthread_mutex_lock (&s->lock);
   for (pp = &s->free_list; *pp; pp = &(*pp)->hash_next)
     if ((*pp)->bytes == bytes) {
       e = *pp;
       *pp = e->hash_next;
       s->nr_free--;
-      break;
+      memset (e, 0, sizeof *e);
+      e->bytes = bytes;
+      return e;
     }
+  return NULL;
+}
+
+struct gt_entry *
+gtcache_alloc_for (struct gtcache *c, uint64_t key, size_t bytes)
+{
+  struct shard *s = shard_of (c, hash_key (key));
+  struct gt_entry *e;
+
+  pthread_mutex_lock (&s->lock);
+  e = take_free_locked (s, bytes);
   pthread_mutex_unlock (&s->lock);
-  if (e == NULL)
-    return gtcache_alloc (bytes);
-  memset (e, 0, sizeof *e);
-  e->bytes = bytes;
-  return e;
+  return e ? e : gtcache_alloc (bytes);
 }
 
 void *
@@ -229,41 +298,64 @@ gtcache_discard (struct gt_entry *e)
  * table still caches one).  Dirty entries are skipped: they hold the
  * only copy of updates not yet on disk.
  */
+/* Take e out of the hash table and LRU and drop the cache's reference;
+ * unpinned memory is kept for reuse.
+ */
+static void
+detach_locked (struct shard *s, struct gt_entry *e)
+{
+  struct gt_entry **pp;
+
+  for (pp = bucket_of (s, hash_key (e->key)); *pp != e; pp = &(*pp)->hash_next)
+    ;
+  *pp = e->hash_next;
+  lru_unlink (s, e);
+  e->attached = false;
+  s->bytes -= e->bytes;
+  if (atomic_fetch_sub (&e->refs, 1) == 1) {
+    if (s->nr_free < MAX_FREE_PER_SHARD) {
+      e->hash_next = s->free_list;
+      s->free_list = e;
+      s->nr_free++;
+    }
+    else
+      free (e);
+  }
+}
+
+/* Drop least recently used clean entries until the shard is within
+ * budget, but always keep the newest entry (a budget smaller than one
+ * table still caches one).  Dirty entries hold the only copy of updates
+ * not yet on disk, and loading ones are being filled: both stay.
+ */
 static void
 evict_locked (struct shard *s)
 {
   struct gt_entry *victim = s->lru_tail;
 
   while (s->bytes > s->budget && victim && victim != s->lru_head) {
-    struct gt_entry *prev = victim->lru_prev, **pp;
-    uint64_t h;
+    struct gt_entry *prev = victim->lru_prev;
 
-    if (victim->dirty) {
-      victim = prev;
-      continue;
-    }
-    h = hash_key (victim->key);
-    for (pp = bucket_of (s, h); *pp != victim; pp = &(*pp)->hash_next)
-      ;
-    *pp = victim->hash_next;
-    lru_unlink (s, victim);
-    victim->attached = false;
-    s->bytes -= victim->bytes;
-    s->evictions++;
-    /* Drop the cache's reference; if nobody has it pinned, keep the
-     * memory for the next table read into this shard.
-     */
-    if (atomic_fetch_sub (&victim->refs, 1) == 1) {
-      if (s->nr_free < MAX_FREE_PER_SHARD) {
-        victim->hash_next = s->free_list;
-        s->free_list = victim;
-        s->nr_free++;
-      }
-      else
-        free (victim);
+    if (!victim->dirty && !victim->loading) {
+      detach_locked (s, victim);
+      s->evictions++;
     }
     victim = prev;
   }
+}
+
+void
+gtcache_loaded (struct gtcache *c, struct gt_entry *e, bool ok)
+{
+  struct shard *s = shard_of (c, hash_key (e->key));
+
+  pthread_mutex_lock (&s->lock);
+  e->loading = false;
+  e->failed = !ok;
+  if (!ok && e->attached)
+    detach_locked (s, e);
+  pthread_cond_broadcast (&s->loaded);
+  pthread_mutex_unlock (&s->lock);
 }
 
 bool
@@ -299,12 +391,16 @@ gtcache_insert (struct gtcache *c, uint64_t key, struct gt_entry *e)
   struct gt_entry *old, **b;
 
   pthread_mutex_lock (&s->lock);
-  old = find_locked (s, h, key);
-  if (old) {
-    atomic_fetch_add (&old->refs, 1);
-    pthread_mutex_unlock (&s->lock);
-    free (e);
-    return old;
+  /* Someone inserted (or is filling) the key first: use theirs.  A
+   * fill that failed is withdrawn before waiters wake, so look again.
+   */
+  while ((old = find_locked (s, h, key)) != NULL) {
+    old = pin_locked (s, old, false);
+    if (old) {
+      pthread_mutex_unlock (&s->lock);
+      free (e);
+      return old;
+    }
   }
   e->key = key;
   e->attached = true;
@@ -332,6 +428,7 @@ gtcache_get_stats (struct gtcache *c, struct gtcache_stats *st)
     st->hits += s->hits;
     st->misses += s->misses;
     st->evictions += s->evictions;
+    st->waits += s->waits;
     st->bytes += s->bytes;
     pthread_mutex_unlock (&s->lock);
   }

@@ -38,9 +38,24 @@ gtcache_key (uint32_t owner, uint32_t index)
 /* Allocate a new owner id. */
 extern uint32_t gtcache_new_owner (struct gtcache *c);
 
-/* Find a table.  On a hit, returns its bytes and pins it in *pin. */
+/* Find a table.  On a hit, returns its bytes and pins it in *pin.  If
+ * another thread is filling the entry, waits for it.
+ */
 extern void *gtcache_get (struct gtcache *c, uint64_t key,
                           struct gt_entry **pin);
+
+/* The same, but on a miss reserve the key with a new entry of bytes
+ * (bytes > 0): returns NULL with *pin that entry, pinned and marked
+ * loading; the caller fills gtcache_data (*pin), then calls
+ * gtcache_loaded and gtcache_unpin.  Threads wanting the key meanwhile
+ * wait, so the entry is filled once.  Returns NULL with *pin NULL if
+ * nothing was reserved (bytes == 0, no memory, or a fill we waited for
+ * failed): the caller then works without the cache.
+ */
+extern void *gtcache_get_or_reserve (struct gtcache *c, uint64_t key,
+                                     size_t bytes, struct gt_entry **pin);
+/* Publish a reserved entry (ok), or withdraw it (!ok); wakes waiters. */
+extern void gtcache_loaded (struct gtcache *c, struct gt_entry *e, bool ok);
 
 /* Allocate an entry of the given size for the caller to fill; it is
  * not visible until gtcache_insert.  Returns NULL on ENOMEM.
@@ -72,7 +87,7 @@ extern void gtcache_clean (struct gtcache *c, struct gt_entry *e);
 
 /* Statistics (for debugging and tests). */
 struct gtcache_stats {
-  uint64_t hits, misses, evictions, bytes;
+  uint64_t hits, misses, evictions, waits, bytes;
 };
 extern void gtcache_get_stats (struct gtcache *c, struct gtcache_stats *s);
 

@@ -5,8 +5,9 @@
 
 /* Reading compressed grains.
  *
- * The hot path: look the grain up in the shared cache of inflated
- * grains (graincache.c); on a miss read the marker and only as many
+ * The hot path: look the grain up in the image's cache (gtcache.c
+ * keeps inflated grains next to grain tables, under one budget); on a
+ * miss read the marker and only as many
  * compressed bytes as it declares, into a per-thread buffer, and
  * inflate.  A request for a whole grain inflates straight into the
  * caller's buffer and bypasses the cache (a sequential reader will not
@@ -25,7 +26,7 @@
 
 #include "checked.h"
 #include "error.h"
-#include "graincache.h"
+#include "gtcache.h"
 #include "header.h"
 #include "inflate.h"
 #include "le.h"
@@ -50,17 +51,11 @@ struct stream {
   uint32_t grain_bytes;
   uint64_t extent_length;
   size_t max_compressed;        /* marker + data */
-  struct graincache *cache;
+  struct gtcache *cache;        /* the image's, shared */
   uint32_t owner;
   atomic_size_t read_hint;      /* bytes to read at first */
+  atomic_uint_fast64_t hits, misses;   /* for -D vmdk.cache=1 */
 };
-
-/* The cache shared by all streams; the mutex guards only its creation
- * and destruction, never a read.
- */
-static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct graincache *shared_cache;
-static size_t shared_users;
 
 struct thread_buf {
   unsigned char *p;
@@ -134,8 +129,8 @@ trim (struct thread_buf *b)
 }
 
 struct stream *
-stream_new (struct vmdk_io *io, uint64_t file_size, uint32_t grain_bytes,
-            uint64_t extent_length, bool markers)
+stream_new (struct vmdk_io *io, struct gtcache *cache, uint64_t file_size,
+            uint32_t grain_bytes, uint64_t extent_length, bool markers)
 {
   struct stream *s;
 
@@ -162,44 +157,21 @@ stream_new (struct vmdk_io *io, uint64_t file_size, uint32_t grain_bytes,
   s->max_compressed = STREAM_MAX_COMPRESSED (grain_bytes);
   atomic_init (&s->read_hint, MIN ((size_t) FIRST_CHUNK, s->max_compressed));
 
-  pthread_mutex_lock (&shared_lock);
-  if (shared_cache == NULL)
-    shared_cache = graincache_new (STREAM_CACHE_BYTES);
-  if (shared_cache)
-    shared_users++;
-  s->cache = shared_cache;
-  pthread_mutex_unlock (&shared_lock);
-  if (s->cache == NULL) {
-    free (s);
-    vmdk_error (ENOMEM, "calloc: grain cache: %m");
-    return NULL;
-  }
-  s->owner = graincache_new_owner (s->cache);
+  s->cache = cache;
+  s->owner = gtcache_new_owner (cache);
   return s;
 }
 
 void
 stream_free (struct stream *s)
 {
-  struct graincache_stats st;
-
   if (s == NULL)
     return;
-  graincache_purge_owner (s->cache, s->owner);
-  if (vmdk_log_categories & VMDK_DEBUG_CACHE) {
-    graincache_get_stats (s->cache, &st);
-    vmdk_debug (VMDK_DEBUG_CACHE, "%s: inflated-grain cache (shared): %"
-                PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " waits, %"
-                PRIu64 " evictions", s->io->name, st.hits, st.misses,
-                st.waits, st.evictions);
-  }
-  pthread_mutex_lock (&shared_lock);
-  if (--shared_users == 0) {
-    graincache_free (shared_cache);
-    shared_cache = NULL;
-  }
-  pthread_mutex_unlock (&shared_lock);
-  free (s);
+  vmdk_debug (VMDK_DEBUG_CACHE, "%s: inflated-grain cache: %" PRIu64
+              " hits, %" PRIu64 " misses", s->io->name,
+              (uint64_t) atomic_load (&s->hits),
+              (uint64_t) atomic_load (&s->misses));
+  free (s);                     /* cached grains go with the image's cache */
 }
 
 /* Read and inflate the grain at run into out (grain_bytes of room),
@@ -300,7 +272,7 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
   uint64_t in_grain = offset - run->grain_start;
   uint64_t index = run->grain_start / s->grain_bytes;
   bool whole = in_grain == 0 && count == s->grain_bytes;
-  struct grain_entry *pin;
+  struct gt_entry *pin;
   const unsigned char *data;
   unsigned char *tmp;
   int r;
@@ -312,27 +284,40 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
                        PRIu64 " outside the grain at %" PRIu64,
                        s->io->name, count, offset, run->grain_start);
 
-  data = graincache_get (s->cache, s->owner, index,
-                         whole ? 0 : s->grain_bytes, &pin);
-  if (data) {
-    memcpy (buf, data + in_grain, count);
-    graincache_unpin (pin);
-    return 0;
-  }
-  if (pin) {                    /* we load it for everyone */
-    unsigned char *out = graincache_data (pin);
+  /* Partial requests go through the cache, so a client reading 4 KiB
+   * at a time inflates each grain once: the first thread to miss
+   * reserves the grain and inflates it with no lock held; others wait
+   * for it.  A whole-grain request (a sequential reader will not ask
+   * again) inflates straight into the caller's buffer unless the grain
+   * is already cached.
+   */
+  if (index <= UINT32_MAX) {
+    uint64_t key = gtcache_key (s->owner, index);
 
-    r = inflate_grain (s, run, out);
-    graincache_loaded (s->cache, pin, r == 0);
-    if (r == 0)
-      memcpy (buf, out + in_grain, count);
-    graincache_unpin (pin);
-    return r;
+    data = gtcache_get_or_reserve (s->cache, key,
+                                   whole ? 0 : s->grain_bytes, &pin);
+    if (data) {
+      memcpy (buf, data + in_grain, count);
+      gtcache_unpin (pin);
+      atomic_fetch_add_explicit (&s->hits, 1, memory_order_relaxed);
+      return 0;
+    }
+    if (pin) {                  /* we inflate it for everyone */
+      unsigned char *out = gtcache_data (pin);
+
+      atomic_fetch_add_explicit (&s->misses, 1, memory_order_relaxed);
+      r = inflate_grain (s, run, out);
+      gtcache_loaded (s->cache, pin, r == 0);
+      if (r == 0)
+        memcpy (buf, out + in_grain, count);
+      gtcache_unpin (pin);
+      return r;
+    }
   }
   if (whole)
     return inflate_grain (s, run, buf);
 
-  /* Not cacheable (too large, or a load we waited for failed). */
+  /* Not cacheable (an index beyond the cache's keys, or no memory). */
   tmp = malloc (s->grain_bytes);
   if (tmp == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");

@@ -44,21 +44,18 @@
 #define STREAM_MAX_COMPRESSED(grain_bytes) \
   (2 * (size_t) (grain_bytes) + 512)
 
-/* Inflated grains are kept in one cache shared by every compressed
- * extent of the process, so its memory is bounded however many
- * extents or images are open.
- */
-#ifndef STREAM_CACHE_BYTES      /* overridable, for stress tests */
-#define STREAM_CACHE_BYTES (16 * 1024 * 1024)
-#endif
-
 struct stream;
 
 /* markers must be true: compressed grains without markers are not
  * supported (implementations disagree on their layout).
  */
-extern struct stream *stream_new (struct vmdk_io *io, uint64_t file_size,
-                                  uint32_t grain_bytes,
+struct gtcache;
+
+/* Inflated grains are kept in the image's cache (cache), under the same
+ * budget as its grain tables.
+ */
+extern struct stream *stream_new (struct vmdk_io *io, struct gtcache *cache,
+                                  uint64_t file_size, uint32_t grain_bytes,
                                   uint64_t extent_length, bool markers);
 extern void stream_free (struct stream *s);
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "builder.h"
 #include "gtcache.h"
@@ -327,6 +328,80 @@ test_stress (void)
   gtcache_free (stress_cache);
 }
 
+/* gtcache_get_or_reserve: of many threads wanting one missing key,
+ * exactly one fills it and the others wait and see its bytes; after a
+ * failed fill, waiters get nothing and the key can be reserved again.
+ */
+struct reserve_arg {
+  struct gtcache *c;
+  uint64_t key;
+  bool fail;
+  int fills;                    /* how many threads reserved (atomic) */
+  int seen;                     /* how many saw the filled bytes */
+  int empty;                    /* how many got neither */
+};
+
+static void *
+reserve_thread (void *p)
+{
+  struct reserve_arg *a = p;
+  struct gt_entry *pin;
+  const unsigned char *data;
+
+  data = gtcache_get_or_reserve (a->c, a->key, 1024, &pin);
+  if (data) {
+    CHECK (data[0] == 0x5a && data[1023] == 0x5a);
+    __atomic_add_fetch (&a->seen, 1, __ATOMIC_RELAXED);
+    gtcache_unpin (pin);
+  }
+  else if (pin) {
+    __atomic_add_fetch (&a->fills, 1, __ATOMIC_RELAXED);
+    usleep (20000);             /* let the others find it loading */
+    memset (gtcache_data (pin), 0x5a, 1024);
+    gtcache_loaded (a->c, pin, !a->fail);
+    gtcache_unpin (pin);
+  }
+  else
+    __atomic_add_fetch (&a->empty, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void
+test_reserve (void)
+{
+  struct gtcache *c = gtcache_new (1024 * 1024);
+  struct gtcache_stats st;
+  pthread_t t[8];
+  struct gt_entry *pin;
+  size_t i;
+  int pass;
+
+  for (pass = 0; pass < 2; ++pass) {
+    struct reserve_arg a = { c, gtcache_key (7, pass), pass == 1, 0, 0, 0 };
+
+    for (i = 0; i < 8; ++i)
+      pthread_create (&t[i], NULL, reserve_thread, &a);
+    for (i = 0; i < 8; ++i)
+      pthread_join (t[i], NULL);
+    if (!a.fail) {
+      CHECK_EQ (a.fills, 1);
+      CHECK_EQ (a.seen, 7);
+    }
+    else {
+      /* Threads that waited for the failed fill got nothing; any that
+       * came after it reserved the key afresh (and failed too).
+       */
+      CHECK (a.fills >= 1);
+      CHECK_EQ (a.seen, 0);
+      CHECK_EQ (a.fills + a.empty, 8);
+      CHECK (gtcache_get (c, a.key, &pin) == NULL && pin == NULL);
+    }
+  }
+  gtcache_get_stats (c, &st);
+  CHECK (st.waits >= 1);
+  gtcache_free (c);
+}
+
 int
 main (void)
 {
@@ -335,5 +410,6 @@ main (void)
   test_budget ();
   test_pinned ();
   test_stress ();
+  test_reserve ();
   return test_exit ("test-gtcache");
 }
