@@ -17,13 +17,50 @@
  */
 static __thread char errmsg[1024];
 
+/* Expand %m ourselves, with glibc's untranslated description: the
+ * translated strerror takes glibc's locale lock, and with the ASan
+ * runtime preloaded into nbdkit that lock was found held for good at
+ * exit (libp11-kit's destructor then hung in freelocale).
+ */
+static void
+expand_percent_m (char *out, size_t n, const char *fs, int err)
+{
+  const char *desc = strerrordesc_np (err);
+  size_t o = 0;
+
+  if (desc == NULL)
+    desc = "Unknown error";
+  while (*fs && o + 1 < n) {
+    if (fs[0] == '%' && fs[1] == 'm') {
+      const char *d;
+
+      for (d = desc; *d && o + 1 < n; ++d)
+        out[o++] = *d;
+      fs += 2;
+    }
+    else if (fs[0] == '%' && fs[1] == '%' && o + 2 < n) {
+      out[o++] = *fs++;
+      out[o++] = *fs++;
+    }
+    else
+      out[o++] = *fs++;
+  }
+  out[o] = '\0';
+}
+
 int
 vmdk_error (int errnum, const char *fs, ...)
 {
+  char format[1024];
   va_list args;
 
+  /* Formats are short literals; one too long keeps glibc's %m. */
+  if (strlen (fs) + 64 < sizeof format)
+    expand_percent_m (format, sizeof format, fs, errno);
+  else
+    snprintf (format, sizeof format, "%s", fs);
   va_start (args, fs);
-  vsnprintf (errmsg, sizeof errmsg, fs, args);
+  vsnprintf (errmsg, sizeof errmsg, format, args);
   va_end (args);
   errno = errnum;
   return -1;
