@@ -158,6 +158,24 @@ find_locked (struct shard *s, uint64_t h, uint64_t key)
 static struct gt_entry *take_free_locked (struct shard *s, size_t bytes);
 static void evict_locked (struct shard *s);
 
+/* Put e in the hash table at the head of the LRU, pinned for the
+ * caller, then bring the shard back within budget.
+ */
+static void
+attach_locked (struct shard *s, uint64_t h, uint64_t key, struct gt_entry *e)
+{
+  struct gt_entry **b = bucket_of (s, h);
+
+  e->key = key;
+  e->attached = true;
+  atomic_init (&e->refs, 2);    /* the cache's and the caller's */
+  e->hash_next = *b;
+  *b = e;
+  lru_push_head (s, e);
+  s->bytes += e->bytes;
+  evict_locked (s);
+}
+
 /* Pin e and move it to the head of the LRU.  If another thread is
  * filling it, wait; NULL if that fill failed (e is not pinned then).
  * lookup says whether to count a hit (or wait) in the statistics.
@@ -200,7 +218,7 @@ gtcache_get_or_reserve (struct gtcache *c, uint64_t key, size_t bytes,
 {
   uint64_t h = hash_key (key);
   struct shard *s = shard_of (c, h);
-  struct gt_entry *e, **b;
+  struct gt_entry *e;
 
   pthread_mutex_lock (&s->lock);
   e = find_locked (s, h, key);
@@ -219,16 +237,8 @@ gtcache_get_or_reserve (struct gtcache *c, uint64_t key, size_t bytes,
   }
   if (e) {
     /* Reserve the key: threads that want it meanwhile wait for us. */
-    e->key = key;
-    e->attached = true;
     e->loading = true;
-    atomic_init (&e->refs, 2);  /* the cache's and the caller's */
-    b = bucket_of (s, h);
-    e->hash_next = *b;
-    *b = e;
-    lru_push_head (s, e);
-    s->bytes += e->bytes;
-    evict_locked (s);
+    attach_locked (s, h, key, e);
   }
   pthread_mutex_unlock (&s->lock);
   *pin = e;
@@ -388,7 +398,7 @@ gtcache_insert (struct gtcache *c, uint64_t key, struct gt_entry *e)
 {
   uint64_t h = hash_key (key);
   struct shard *s = shard_of (c, h);
-  struct gt_entry *old, **b;
+  struct gt_entry *old;
 
   pthread_mutex_lock (&s->lock);
   /* Someone inserted (or is filling) the key first: use theirs.  A
@@ -402,15 +412,7 @@ gtcache_insert (struct gtcache *c, uint64_t key, struct gt_entry *e)
       return old;
     }
   }
-  e->key = key;
-  e->attached = true;
-  atomic_init (&e->refs, 2);    /* the cache's and the caller's */
-  b = bucket_of (s, h);
-  e->hash_next = *b;
-  *b = e;
-  lru_push_head (s, e);
-  s->bytes += e->bytes;
-  evict_locked (s);
+  attach_locked (s, h, key, e);
   pthread_mutex_unlock (&s->lock);
   return e;
 }
