@@ -51,7 +51,7 @@ refuse () {
   local what=$1 pattern=$2 rc=0; shift 2
   serve "$@" --run true 2> err.txt || rc=$?
   if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$pattern" err.txt &&
-     ! grep -qi "sanitizer\|core dumped" err.txt; then
+     ! grep -qE "Sanitizer|runtime error:|core dumped" err.txt; then
     pass "$what refused: $(grep -m1 -- "$pattern" err.txt)"
   else
     fail "$what: expected refusal matching '$pattern' (exit $rc)"

@@ -66,7 +66,7 @@ bytes () {
   dd if="$1" bs=64k iflag=skip_bytes,count_bytes skip="$2" count="$3" \
      status=none
 }
-no_crash () { ! grep -qi "sanitizer\|core dumped\|segmentation\|assert" "$1"; }
+no_crash () { ! grep -qE "Sanitizer|runtime error:|core dumped|Segmentation|[Aa]ssert" "$1"; }
 
 # Whole-image checks: plugin (with and without extents) == raw source
 # == qemu-img convert.
