@@ -36,6 +36,7 @@ static const char *const create_types[] = {
   "vmfs", "vmfsPreallocated", "vmfsEagerZeroedThick", "vmfsThin",
   "vmfsSparse", "seSparse",
   "custom",
+  "fullDevice", "partitionedDevice",  /* only with allow_devices */
   NULL
 };
 
@@ -192,8 +193,8 @@ parse_key_value (struct descriptor *d, char *key, char *value,
         break;
     if (create_types[i] == NULL)
       return vmdk_error (ENOTSUP, "%s: line %u: createType=\"%s\" is not "
-                         "supported (device-backed and raw-device disks "
-                         "cannot be served)", name, line_no, value);
+                         "supported (raw-device mappings such as vmfsRaw "
+                         "and vmfsRDM cannot be served)", name, line_no, value);
     return set_string (&d->create_type, create_types[i]);
   }
   else if (strcasecmp (key, "parentFileNameHint") == 0)
@@ -260,7 +261,8 @@ parse_extent_line (struct descriptor *d, char *line, const char *orig,
   if (bad)
     return BAD_LINE ("unterminated quoted file name");
   if (n == 6)
-    return BAD_LINE ("too many fields (device extents are not supported)");
+    return BAD_LINE ("too many fields (Windows device extents with a "
+                     "partition UUID are not supported)");
   if (n < 3)
     return BAD_LINE ("expected ACCESS SECTORS TYPE [\"FILE\" [OFFSET]]");
 

@@ -517,6 +517,24 @@ has_parent (const struct descriptor *d)
   return d->parent_hint != NULL || d->parent_cid != CID_NONE;
 }
 
+/* Raw-disk descriptors (VirtualBox's fullDevice and partitionedDevice)
+ * exist to name host block devices: refuse them up front, with a clear
+ * reason, unless the user allowed devices.
+ */
+static int
+check_create_type (const struct vmdk_image *img,
+                   const struct vmdk_options *opts)
+{
+  const char *t = img->desc->create_type;
+
+  if ((strcmp (t, "fullDevice") == 0 || strcmp (t, "partitionedDevice") == 0)
+      && !opts->files.allow_devices)
+    return vmdk_error (EPERM, "%s: createType=\"%s\" is not supported "
+                       "without allow-devices=true (it names host block "
+                       "devices)", img->name, t);
+  return 0;
+}
+
 static struct vmdk_image *
 open_link (struct vmdk_source *src, bool owns_src, const char *name,
            const struct vmdk_options *opts, struct gtcache *cache,
@@ -549,6 +567,7 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
     goto err;
   if (enter_chain (chain, main_io) == -1 ||
       read_main_file (img, main_io, &self) == -1 ||
+      check_create_type (img, opts) == -1 ||
       build_extents (img, self) == -1 ||
       (!opts->single_link && take_cowd_parent_name (img) == -1))
     goto err;
@@ -617,7 +636,7 @@ vmdk_open (const char *path, const struct vmdk_options *opts)
     vmdk_error (ENOMEM, "strdup: %m");
     goto out;
   }
-  src = vmdk_source_posix_new (dirname (dir_copy));
+  src = vmdk_source_posix_new (dirname (dir_copy), opts ? &opts->files : NULL);
   if (src)
     img = vmdk_open_source (src, basename (base_copy), opts);
  out:

@@ -73,8 +73,12 @@ struct vmdk_source {
   const struct vmdk_source_ops *ops;
 };
 
-/* A POSIX source rooted at directory dir (opened now). */
-extern struct vmdk_source *vmdk_source_posix_new (const char *dir);
+/* A POSIX source rooted at directory dir (opened now), which may also
+ * open what policy allows (NULL: nothing more).
+ */
+struct vmdk_file_policy;
+extern struct vmdk_source *
+vmdk_source_posix_new (const char *dir, const struct vmdk_file_policy *policy);
 
 /* A memory source: files are added by name (copied). */
 extern struct vmdk_source *vmdk_source_memory_new (void);

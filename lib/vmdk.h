@@ -26,6 +26,19 @@ struct vmdk_source;
 /* Snapshot chains deeper than this are refused (ESXi allows 32). */
 #define VMDK_MAX_CHAIN_DEPTH 128
 
+/* Which files an image may name (extents, parents) besides regular
+ * files beneath the directory of the file that names them.
+ */
+struct vmdk_file_policy {
+  /* Directories (NULL-terminated list, or NULL) beneath which names
+   * that leave the image's directory may resolve: absolute names, or
+   * relative ones with "..", compared after lexical normalization.
+   * Symlinks inside an allowed directory may not leave it either.
+   */
+  const char *const *allowed_dirs;
+  bool allow_devices;          /* block devices may back extents */
+};
+
 struct vmdk_options {
   bool readonly;               /* open the top link read-only */
   uint64_t gt_cache_bytes;     /* Budget for cached grain tables (0: default). */
@@ -37,11 +50,12 @@ struct vmdk_options {
    * CID (a warning is logged).  For experts repairing broken chains.
    */
   bool ignore_parent_cid;
+  struct vmdk_file_policy files;  /* vmdk_open only */
 };
 
 /* Open the VMDK at path: a descriptor file, or a monolithic file with an
  * embedded descriptor.  Extent files are opened relative to the directory
- * of path and must stay beneath it.
+ * of path and must stay beneath it, unless opts->files allows more.
  */
 extern struct vmdk_image *vmdk_open (const char *path,
                                      const struct vmdk_options *opts);

@@ -31,6 +31,10 @@ static bool gt_cache_set;
 static int single_link = -1;            /* -1: not given */
 static int ignore_parent_cid = -1;
 static int readonly_param = -1;
+static int allow_devices = -1;
+/* allow-dir=DIR, any number of times: a NULL-terminated list. */
+static char **allowed_dirs;
+static size_t nr_allowed_dirs;
 
 /* The image, opened in get_ready and shared by every connection. */
 static struct vmdk_image *img;
@@ -62,8 +66,35 @@ report_error (void)
 static void
 vmdk_unload (void)
 {
+  size_t i;
+
   vmdk_close (img);
   free (filename);
+  for (i = 0; i < nr_allowed_dirs; ++i)
+    free (allowed_dirs[i]);
+  free (allowed_dirs);
+}
+
+/* Resolved now, like file=: after get_ready nbdkit may chdir("/"). */
+static int
+add_allowed_dir (const char *value)
+{
+  char **list;
+  char *dir;
+
+  dir = nbdkit_realpath (value);
+  if (dir == NULL)
+    return -1;
+  list = realloc (allowed_dirs, (nr_allowed_dirs + 2) * sizeof *list);
+  if (list == NULL) {
+    nbdkit_error ("realloc: %m");
+    free (dir);
+    return -1;
+  }
+  allowed_dirs = list;
+  allowed_dirs[nr_allowed_dirs++] = dir;
+  allowed_dirs[nr_allowed_dirs] = NULL;
+  return 0;
 }
 
 static int
@@ -118,6 +149,10 @@ vmdk_config (const char *key, const char *value)
     return parse_bool_once (key, value, &ignore_parent_cid);
   else if (strcmp (key, "readonly") == 0)
     return parse_bool_once (key, value, &readonly_param);
+  else if (strcmp (key, "allow-dir") == 0)
+    return add_allowed_dir (value);
+  else if (strcmp (key, "allow-devices") == 0)
+    return parse_bool_once (key, value, &allow_devices);
   else {
     nbdkit_error ("unknown parameter '%s'", key);
     return -1;
@@ -151,7 +186,10 @@ vmdk_config_complete (void)
   "gt-cache=<SIZE>       Grain-table cache budget (default 32M).\n" \
   "single-link=true      Serve one link of a snapshot chain alone.\n" \
   "ignore-parent-cid=true  Open a chain despite a parentCID mismatch.\n" \
-  "readonly=true         Open the image files read-only."
+  "readonly=true         Open the image files read-only.\n" \
+  "allow-dir=<DIR>       Extents and parents may also lie beneath DIR\n" \
+  "                      (may be given several times).\n" \
+  "allow-devices=true    Block devices may back extents."
 
 static void
 vmdk_dump_plugin (void)
@@ -162,6 +200,9 @@ vmdk_dump_plugin (void)
   printf ("vmdk_extent_types=SPARSE,FLAT,VMFS,ZERO,VMFSSPARSE,SESPARSE\n");
   printf ("vmdk_write=yes\n");
   printf ("vmdk_chains=yes\n");
+  /* Raw-disk subformats, with allow-devices=true. */
+  printf ("vmdk_devices=fullDevice,partitionedDevice\n");
+  printf ("vmdk_allow_dir=yes\n");
   printf ("vmdk_inflate=%s\n", vmdk_inflate_backend ());
 }
 
@@ -191,6 +232,10 @@ vmdk_get_ready (void)
     .gt_cache_bytes = gt_cache_bytes,
     .single_link = single_link == 1,
     .ignore_parent_cid = ignore_parent_cid == 1,
+    .files = {
+      .allowed_dirs = (const char *const *) allowed_dirs,
+      .allow_devices = allow_devices == 1,
+    },
   };
   unsigned categories =
     (vmdk_debug_open ? VMDK_DEBUG_OPEN : 0) |

@@ -66,6 +66,8 @@ sed -n '/^has_extents=1$/,$p' dump | sed 1d | grep -v '^has_' |
 nbdkit "$plugin" --help > help
 grep -qF '[file=]<FILENAME>' help
 grep -q 'gt-cache=<SIZE>' help
+grep -q 'allow-dir=<DIR>' help
+grep -q 'allow-devices=true' help
 
 # The command line.
 qemu-img create -q -f vmdk d.vmdk 1M
