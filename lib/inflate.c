@@ -7,6 +7,10 @@
  * whole-buffer inflation) when configure found it, else zlib.  Either
  * way the inflate state is allocated once per thread and kept (it is
  * not thread-safe, and zlib's inflateInit costs a 32 KiB window).
+ *
+ * And a prefix inflater, always zlib: only zlib can stop exactly when
+ * the output is full, which libdeflate cannot (its output is undefined
+ * when the buffer is too small).
  */
 
 #include <config.h>
@@ -19,15 +23,11 @@
 
 #ifdef HAVE_LIBDEFLATE
 #include <libdeflate.h>
-#else
-#include <zlib.h>
 #endif
+#include <zlib.h>
 
 #include "error.h"
 #include "inflate.h"
-
-static pthread_key_t state_key;
-static pthread_once_t state_once = PTHREAD_ONCE_INIT;
 
 static int
 corrupt (const char *name, uint64_t offset, size_t in_len, const char *lib,
@@ -48,7 +48,96 @@ too_long (const char *name, uint64_t offset, size_t out_len)
                      out_len);
 }
 
+/* zlib, per thread: the whole-stream backend without libdeflate, and
+ * the prefix inflater always.
+ */
+static pthread_key_t zlib_key;
+static pthread_once_t zlib_once = PTHREAD_ONCE_INIT;
+
+static void
+free_zlib_state (void *p)
+{
+  z_stream *zs = p;
+
+  inflateEnd (zs);
+  free (zs);
+}
+
+static void
+make_zlib_key (void)
+{
+  pthread_key_create (&zlib_key, free_zlib_state);
+}
+
+/* The calling thread's z_stream, reset for a new stream. */
+static z_stream *
+thread_zstream (void)
+{
+  z_stream *zs;
+
+  pthread_once (&zlib_once, make_zlib_key);
+  zs = pthread_getspecific (zlib_key);
+  if (zs == NULL) {
+    zs = calloc (1, sizeof *zs);
+    if (zs == NULL) {
+      vmdk_error (ENOMEM, "calloc: %m");
+      return NULL;
+    }
+    if (inflateInit (zs) != Z_OK) {
+      free (zs);
+      vmdk_error (ENOMEM, "inflateInit failed");
+      return NULL;
+    }
+    if (pthread_setspecific (zlib_key, zs) != 0) {
+      free_zlib_state (zs);
+      vmdk_error (ENOMEM, "pthread_setspecific: %m");
+      return NULL;
+    }
+  }
+  else if (inflateReset (zs) != Z_OK) {
+    vmdk_error (EIO, "inflateReset failed");
+    return NULL;
+  }
+  return zs;
+}
+
+/* Inflate into out.  whole: the stream must end within out_len bytes.
+ * Otherwise stop as soon as out is full (what follows is not looked
+ * at); a stream that ends earlier returns its shorter length.
+ */
+static long
+zlib_inflate (const void *in, size_t in_len, void *out, size_t out_len,
+              const char *name, uint64_t offset, bool whole)
+{
+  z_stream *zs;
+  int r;
+
+  if (in_len > UINT_MAX || out_len > UINT_MAX)
+    return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": "
+                       "compressed grain too large for zlib", name, offset);
+  zs = thread_zstream ();
+  if (zs == NULL)
+    return -1;
+  zs->next_in = (Bytef *) in;
+  zs->avail_in = in_len;
+  zs->next_out = out;
+  zs->avail_out = out_len;
+  r = inflate (zs, whole ? Z_FINISH : Z_SYNC_FLUSH);
+  if (r == Z_STREAM_END || (!whole && r == Z_OK && zs->avail_out == 0))
+    return out_len - zs->avail_out;
+  if (r == Z_BUF_ERROR && zs->avail_out == 0)
+    return too_long (name, offset, out_len);
+  if (r == Z_BUF_ERROR || r == Z_OK)    /* output room left: input ran out */
+    return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": its %zu "
+                       "bytes of compressed data end before the zlib "
+                       "stream does: corrupt image", name, offset, in_len);
+  return corrupt (name, offset, in_len, "zlib", r);
+}
+
 #ifdef HAVE_LIBDEFLATE
+
+static pthread_key_t state_key;
+static pthread_once_t state_once = PTHREAD_ONCE_INIT;
 
 static void
 free_state (void *d)
@@ -97,62 +186,11 @@ vmdk_inflate_backend (void)
 
 #else /* !HAVE_LIBDEFLATE */
 
-static void
-free_state (void *p)
-{
-  z_stream *zs = p;
-
-  inflateEnd (zs);
-  free (zs);
-}
-
-static void
-make_key (void)
-{
-  pthread_key_create (&state_key, free_state);
-}
-
 long
 vmdk_inflate (const void *in, size_t in_len, void *out, size_t out_len,
               const char *name, uint64_t offset)
 {
-  z_stream *zs;
-  int r;
-
-  if (in_len > UINT_MAX || out_len > UINT_MAX)
-    return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": "
-                       "compressed grain too large for zlib", name, offset);
-  pthread_once (&state_once, make_key);
-  zs = pthread_getspecific (state_key);
-  if (zs == NULL) {
-    zs = calloc (1, sizeof *zs);
-    if (zs == NULL)
-      return vmdk_error (ENOMEM, "calloc: %m");
-    if (inflateInit (zs) != Z_OK) {
-      free (zs);
-      return vmdk_error (ENOMEM, "inflateInit failed");
-    }
-    if (pthread_setspecific (state_key, zs) != 0) {
-      free_state (zs);
-      return vmdk_error (ENOMEM, "pthread_setspecific: %m");
-    }
-  }
-  else if (inflateReset (zs) != Z_OK)
-    return vmdk_error (EIO, "inflateReset failed");
-  zs->next_in = (Bytef *) in;
-  zs->avail_in = in_len;
-  zs->next_out = out;
-  zs->avail_out = out_len;
-  r = inflate (zs, Z_FINISH);
-  if (r == Z_STREAM_END)
-    return out_len - zs->avail_out;
-  if (r == Z_BUF_ERROR && zs->avail_out == 0)
-    return too_long (name, offset, out_len);
-  if (r == Z_BUF_ERROR)          /* output room left: input ran out */
-    return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": its %zu "
-                       "bytes of compressed data end before the zlib "
-                       "stream does: corrupt image", name, offset, in_len);
-  return corrupt (name, offset, in_len, "zlib", r);
+  return zlib_inflate (in, in_len, out, out_len, name, offset, true);
 }
 
 const char *
@@ -162,3 +200,10 @@ vmdk_inflate_backend (void)
 }
 
 #endif /* !HAVE_LIBDEFLATE */
+
+long
+vmdk_inflate_prefix (const void *in, size_t in_len, void *out,
+                     size_t out_len, const char *name, uint64_t offset)
+{
+  return zlib_inflate (in, in_len, out, out_len, name, offset, false);
+}

@@ -19,6 +19,17 @@
 extern long vmdk_inflate (const void *in, size_t in_len, void *out,
                           size_t out_len, const char *name, uint64_t offset);
 
+/* Inflate only the first out_len bytes of a zlib stream into out
+ * (zlib streaming, whatever the backend): stops when out is full,
+ * without looking at the rest of the stream.  Returns the number of
+ * bytes inflated: out_len, or less if the stream ends earlier; -1 with
+ * EIO recorded if the data is corrupt before that point or ends before
+ * the stream does.
+ */
+extern long vmdk_inflate_prefix (const void *in, size_t in_len, void *out,
+                                 size_t out_len, const char *name,
+                                 uint64_t offset);
+
 /* "libdeflate" or "zlib". */
 extern const char *vmdk_inflate_backend (void);
 
