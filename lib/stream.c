@@ -286,60 +286,36 @@ wrong_length (const struct stream *s, const struct run *run, long n)
                      " cut at the extent's end" : "");
 }
 
-/* Read and inflate the grain at run into out (grain_bytes of room),
- * zero-filling after a short last grain.  The inflated length must be
- * exactly the grain's.
+/* Read and inflate the grain at run into out: all of it when len is
+ * the grain size (the inflated length must then be exactly the
+ * grain's), else only its first len bytes (the stream is checked that
+ * far: zlib stops when out is full).  Zero-fills after a short last
+ * grain.
  */
 static int
-inflate_grain (struct stream *s, const struct run *run, unsigned char *out)
-{
-  struct thread_buf *b = NULL;
-  uint32_t csize;
-  long n;
-  int r = -1;
-
-  if (read_grain_marker (s, run, &b, &csize) == -1)
-    goto out;
-  n = vmdk_inflate (b->in.p + GRAIN_MARKER_SIZE, csize, out, s->grain_bytes,
-                    s->io->name, run->file_offset);
-  if (n == -1)
-    goto out;
-  if ((size_t) n != s->grain_bytes && (size_t) n != expected_length (s, run)) {
-    wrong_length (s, run, n);
-    goto out;
-  }
-  if ((size_t) n < s->grain_bytes)
-    memset (out + n, 0, s->grain_bytes - n);
-  r = 0;
-
- out:
-  if (b)
-    trim (&b->in);
-  return r;
-}
-
-/* Read and inflate only the first len bytes of the grain at run into
- * out.  The stream is checked up to there: it must produce len bytes
- * (or end exactly at a short last grain's length).
- */
-static int
-inflate_grain_prefix (struct stream *s, const struct run *run,
-                      unsigned char *out, size_t len)
+inflate_grain (struct stream *s, const struct run *run, unsigned char *out,
+               size_t len)
 {
   size_t expected = expected_length (s, run);
+  bool whole = len == s->grain_bytes;
   struct thread_buf *b = NULL;
+  const unsigned char *in;
   uint32_t csize;
   long n;
   int r = -1;
 
   if (read_grain_marker (s, run, &b, &csize) == -1)
     goto out;
-  n = vmdk_inflate_prefix (b->in.p + GRAIN_MARKER_SIZE, csize, out,
-                           MIN (len, expected), s->io->name,
-                           run->file_offset);
+  in = b->in.p + GRAIN_MARKER_SIZE;
+  if (whole)
+    n = vmdk_inflate (in, csize, out, len, s->io->name, run->file_offset);
+  else
+    n = vmdk_inflate_prefix (in, csize, out, MIN (len, expected),
+                             s->io->name, run->file_offset);
   if (n == -1)
     goto out;
-  if ((size_t) n < MIN (len, expected)) {
+  if (whole ? (size_t) n != len && (size_t) n != expected
+            : (size_t) n < MIN (len, expected)) {
     wrong_length (s, run, n);
     goto out;
   }
@@ -385,7 +361,7 @@ read_prefix (struct stream *s, const struct run *run, uint64_t in_grain,
       return -1;
     out = b->scratch.p;
   }
-  if (inflate_grain_prefix (s, run, out, in_grain + count) == -1)
+  if (inflate_grain (s, run, out, in_grain + count) == -1)
     return -1;
   if (b) {
     memcpy (buf, out + in_grain, count);
@@ -449,7 +425,7 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
       unsigned char *out = gtcache_data (pin);
 
       atomic_fetch_add_explicit (&s->misses, 1, memory_order_relaxed);
-      r = inflate_grain (s, run, out);
+      r = inflate_grain (s, run, out, s->grain_bytes);
       gtcache_loaded (s->cache, pin, r == 0);
       if (r == 0)
         memcpy (buf, out + in_grain, count);
@@ -458,13 +434,13 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
     }
   }
   if (whole)
-    return inflate_grain (s, run, buf);
+    return inflate_grain (s, run, buf, s->grain_bytes);
 
   /* Not cacheable (an index beyond the cache's keys, or no memory). */
   tmp = malloc (s->grain_bytes);
   if (tmp == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
-  r = inflate_grain (s, run, tmp);
+  r = inflate_grain (s, run, tmp, s->grain_bytes);
   if (r == 0)
     memcpy (buf, tmp + in_grain, count);
   free (tmp);
