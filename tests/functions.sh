@@ -173,21 +173,22 @@ start_nbdkit ()
     cleanup_fn kill_nbdkit "$pidfile"
 }
 
-# kill_nbdkit PIDFILE: SIGTERM, wait up to 60 s; if it is still running,
-# SIGKILL it and fail.  Harmless if it has already been killed.
+# kill_nbdkit PIDFILE [SIGNAL]: send SIGNAL (default TERM; KILL to
+# simulate a crash), wait up to 60 s; if it is still running, SIGKILL it
+# and fail.  Harmless if it has already been killed.
 kill_nbdkit ()
 {
-    local pid i
+    local pid i sig="${2:-TERM}"
     [ -s "$1" ] || return 0
     pid=$(cat "$1")
     rm -f "$1"
     kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null || return 0
     for (( i = 0; i < 600; i++ )); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
-    echo "$0: nbdkit (pid $pid) did not exit after SIGTERM" >&2
+    echo "$0: nbdkit (pid $pid) did not exit after SIG$sig" >&2
     kill -KILL "$pid" 2>/dev/null || :
     return 1
 }
@@ -213,7 +214,8 @@ not ()
 }
 
 # check_no_crash STATUS LOGFILE: fail if a command died of a signal or
-# a sanitizer / core dump message appears in its log.
+# a sanitizer (including UBSan's "runtime error:") / core dump message
+# appears in its log.
 check_no_crash ()
 {
     if [ "$1" -ge 128 ]; then
@@ -221,8 +223,9 @@ check_no_crash ()
         cat "$2" >&2
         return 1
     fi
-    if grep -E 'Sanitizer|core dumped|Segmentation fault|Aborted|assertion' \
-            "$2" >&2; then
+    local re='Sanitizer|runtime error:|core dumped|Segmentation fault'
+    re+='|Aborted|assertion'
+    if grep -E "$re" "$2" >&2; then
         echo "$0: crash reported in $2" >&2
         return 1
     fi
@@ -397,3 +400,4 @@ _check_zero_ranges ()
         done
     done < "$map"
 }
+
