@@ -173,21 +173,22 @@ start_nbdkit ()
     cleanup_fn kill_nbdkit "$pidfile"
 }
 
-# kill_nbdkit PIDFILE: SIGTERM, wait up to 60 s; if it is still running,
-# SIGKILL it and fail.  Harmless if it has already been killed.
+# kill_nbdkit PIDFILE [SIGNAL]: send SIGNAL (default TERM; KILL to
+# simulate a crash), wait up to 60 s; if it is still running, SIGKILL it
+# and fail.  Harmless if it has already been killed.
 kill_nbdkit ()
 {
-    local pid i
+    local pid i sig="${2:-TERM}"
     [ -s "$1" ] || return 0
     pid=$(cat "$1")
     rm -f "$1"
     kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null || return 0
     for (( i = 0; i < 600; i++ )); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
-    echo "$0: nbdkit (pid $pid) did not exit after SIGTERM" >&2
+    echo "$0: nbdkit (pid $pid) did not exit after SIG$sig" >&2
     kill -KILL "$pid" 2>/dev/null || :
     return 1
 }
@@ -213,7 +214,8 @@ not ()
 }
 
 # check_no_crash STATUS LOGFILE: fail if a command died of a signal or
-# a sanitizer / core dump message appears in its log.
+# a sanitizer (including UBSan's "runtime error:") / core dump message
+# appears in its log.
 check_no_crash ()
 {
     if [ "$1" -ge 128 ]; then
@@ -221,8 +223,9 @@ check_no_crash ()
         cat "$2" >&2
         return 1
     fi
-    if grep -E 'Sanitizer|core dumped|Segmentation fault|Aborted|assertion' \
-            "$2" >&2; then
+    local re='Sanitizer|runtime error:|core dumped|Segmentation fault'
+    re+='|Aborted|assertion'
+    if grep -E "$re" "$2" >&2; then
         echo "$0: crash reported in $2" >&2
         return 1
     fi
@@ -396,4 +399,170 @@ _check_zero_ranges ()
             fi
         done
     done < "$map"
+}
+
+# ---------------------------------------------------------------------
+# Counted checks, for the tests that go on after a failed check and
+# report every failure of a run: each check logs a PASS: or FAIL: line
+# through pass / fail, and the test ends with check_summary.
+
+checks_passed=0
+checks_failed=0
+
+# pass WHAT...: log a check that passed.
+pass ()
+{
+    echo "PASS: $*"
+    checks_passed=$((checks_passed + 1))
+}
+
+# fail WHAT...: log a check that failed and count it; the test goes on.
+fail ()
+{
+    echo "FAIL: $*"
+    checks_failed=$((checks_failed + 1))
+}
+
+# check_summary [NOTE]: print the counts (and NOTE, e.g. the seed that
+# repeats the run); exit 1 if any check failed.  The last line of a
+# test that uses pass / fail.
+check_summary ()
+{
+    echo "$0: $checks_passed passed, $checks_failed failed${1:+ ($1)}"
+    if [ "$checks_failed" -ne 0 ]; then exit 1; fi
+}
+
+# ---------------------------------------------------------------------
+# Servers of the plugin.
+
+# serve ARGS...: "nbdkit -U - $VMDK_PLUGIN ARGS...", where ARGS are the
+# plugin's parameters and nbdkit options, usually with --run CMD (in
+# which $uri names the server).  A test may redefine serve (to add
+# readonly=true, a filter, ...); refuse and check_served_equals use
+# whatever serve is defined.
+serve ()
+{
+    nbdkit -U - "$VMDK_PLUGIN" "$@"
+}
+
+# refuse WHAT PATTERN ARGS...: counted check that "serve ARGS..." fails
+# at startup, without crashing (check_no_crash), with PATTERN (a grep
+# basic regex) in its stderr.  The stderr is left in err.txt.
+refuse ()
+{
+    local what="$1" pattern="$2" rc=0
+    shift 2
+    serve "$@" --run true 2> err.txt || rc=$?
+    if [ "$rc" -ne 0 ] && grep -q -- "$pattern" err.txt &&
+       check_no_crash "$rc" err.txt; then
+        pass "$what refused: $(grep -m1 -- "$pattern" err.txt)"
+    else
+        fail "$what: expected refusal matching '$pattern' (exit $rc)"
+        cat err.txt
+    fi
+}
+
+# start_server ARGS...: a daemon serving the plugin with parameters
+# ARGS (start_nbdkit, pidfile $scratch/nbdkit.pid, socket
+# $scratch/nbdkit.sock), for a test that talks to one server from
+# several commands or inspects the files while it runs.  Sets $uri.
+start_server ()
+{
+    start_nbdkit -P "$scratch/nbdkit.pid" -U "$scratch/nbdkit.sock" \
+                 "$VMDK_PLUGIN" "$@"
+    # shellcheck disable=SC2034 # for the caller
+    uri="nbd+unix:///?socket=$scratch/nbdkit.sock"
+}
+
+# stop_server [SIGNAL]: kill_nbdkit the daemon of start_server (SIGTERM:
+# a clean shutdown; KILL: a crash).
+stop_server ()
+{
+    kill_nbdkit "$scratch/nbdkit.pid" "$@"
+}
+
+# ---------------------------------------------------------------------
+# Counted checks of a written image against a raw model.
+
+# check_image_consistent WHAT IMAGE: "qemu-img check" finds IMAGE
+# consistent: status 0, or 3 (leaked grains only, which allocating
+# writers racing or killed may leave).  Its report is in check.out,
+# shown on failure.
+check_image_consistent ()
+{
+    local rc=0
+    qemu-img check -f vmdk "$2" > check.out 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; then
+        pass "$1: qemu-img check (status $rc)"
+    else
+        fail "$1: qemu-img check exit status $rc"
+        cat check.out
+    fi
+}
+
+# check_image_equals WHAT IMAGE RAW: QEMU reads IMAGE (offline) as RAW.
+check_image_equals ()
+{
+    if qemu-img compare -q -f vmdk -F raw "$2" "$3"; then
+        pass "$1: qemu-img compare: the image equals $3"
+    else
+        fail "$1: qemu-img compare: the image differs from $3"
+    fi
+}
+
+# check_served_equals WHAT IMAGE RAW [ARGS...]: a new server of IMAGE
+# (plugin parameters ARGS) reads as RAW (qemu-img compare over NBD, which
+# skips what block status calls holes in both, so it is quick on big
+# sparse disks).
+check_served_equals ()
+{
+    local what="$1" img="$2" raw="$3"
+    shift 3
+    if serve file="$img" "$@" \
+            --run "qemu-img compare -q -f raw -F raw '$raw' \"\$uri\""; then
+        pass "$what: a new server reads as $raw"
+    else
+        fail "$what: a new server reads other data than $raw"
+    fi
+}
+
+# ---------------------------------------------------------------------
+# Binary fields of image files: little-endian unsigned integers at a
+# byte OFFSET, printed in decimal.
+
+# u8 FILE OFFSET, u32 FILE OFFSET, u64 FILE OFFSET
+u8 ()  { od -An -v --endian=little -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
+u32 () { od -An -v --endian=little -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
+u64 () { od -An -v --endian=little -tu8 -j "$2" -N8 "$1" | tr -d ' '; }
+
+# u32s FILE OFFSET COUNT: COUNT u32 fields from OFFSET, one a line
+# (fewer if the file ends first).
+u32s ()
+{
+    od -An -v --endian=little -tu4 -j "$2" -N $(( $3 * 4 )) "$1" |
+        tr -s ' ' '\n' | grep -v '^$' || :
+}
+
+# put_u32 FILE OFFSET VALUE: store VALUE (0 to 2^32 - 1) in place.
+put_u32 ()
+{
+    local v="$3" octal
+    octal=$(printf '\\%03o' $(( v & 255 )) $(( v >> 8 & 255 )) \
+                   $(( v >> 16 & 255 )) $(( v >> 24 & 255 )))
+    # shellcheck disable=SC2059 # the format is the four octal escapes
+    printf "$octal" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# ---------------------------------------------------------------------
+# Built helpers.
+
+# requires_built PROGRAM: skip unless tests/PROGRAM has been built (the
+# libnbd helpers such as test-write-nbd are built only when configure
+# found libnbd).
+requires_built ()
+{
+    if [ ! -x "$abs_builddir/$1" ]; then
+        echo "$0: $abs_builddir/$1 not built: test skipped"
+        exit 77
+    fi
 }

@@ -8,21 +8,13 @@
 # mismatches, missing parents, loops, over-deep chains and escaping
 # parent names are refused with clear messages.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit nbdcopy nbdinfo qemu-img qemu-io qemu-nbd; do
-  command -v $cmd >/dev/null || { echo "SKIP: $cmd not found"; exit 77; }
-done
-plugin=${VMDK_PLUGIN:?}
-d=${abs_builddir:-$PWD}/tmp/test-chain
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-trap 'cd /; rm -rf "$d"' EXIT
-
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
-
-serve () { nbdkit -U - "$plugin" "$@"; }
+requires_plugin
+requires_cmds nbdkit nbdcopy nbdinfo qemu-img qemu-io qemu-nbd
+make_scratch
+cd "$scratch"
 
 # plugin's raw bytes (with and without extents) and map vs QEMU's.
 # QEMU maps zeroed grains as hole,zero; we map them as zero (allocated
@@ -44,19 +36,6 @@ check_top () {
   fi
   if diff -u map.expect map.got; then pass "$what: map equals qemu-nbd"
   else fail "$what: map differs from qemu-nbd"; fi
-}
-
-# refuse WHAT PATTERN ARGS...: startup must fail with PATTERN in stderr.
-refuse () {
-  local what=$1 pattern=$2 rc=0; shift 2
-  serve "$@" --run true 2> err.txt || rc=$?
-  if [ $rc -ne 0 ] && [ $rc -lt 128 ] && grep -q -- "$pattern" err.txt &&
-     ! grep -qE "Sanitizer|runtime error:|core dumped" err.txt; then
-    pass "$what refused: $(grep -m1 -- "$pattern" err.txt)"
-  else
-    fail "$what: expected refusal matching '$pattern' (exit $rc)"
-    cat err.txt
-  fi
 }
 
 write () { qemu-io -f vmdk "${@:2}" "$1" > /dev/null; }
@@ -95,7 +74,7 @@ qemu-img check -q topw.vmdk && pass "child still consistent (qemu-img check)" ||
 # --- single-link: only the top's own grains; the rest reads as zeroes
 # and maps as holes.  QEMU opens one link with "backing": null.
 qemu-img convert -O raw \
-  "json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\",\"filename\":\"$d/top.vmdk\"},\"backing\":null}" \
+  "json:{\"driver\":\"vmdk\",\"file\":{\"driver\":\"file\",\"filename\":\"$scratch/top.vmdk\"},\"backing\":null}" \
   single.raw
 serve file=top.vmdk single-link=true --run 'nbdcopy "$uri" got.raw'
 cmp -s single.raw got.raw && pass "single-link bytes" ||
@@ -103,10 +82,10 @@ cmp -s single.raw got.raw && pass "single-link bytes" ||
 serve file=top.vmdk single-link=true --run 'nbdinfo --map --totals "$uri"' \
   > totals.txt
 # Exactly the top's own data is data: 100k rounded to grains + 4k + 512.
-data=$(awk '$3 == 0 { print $1 }' totals.txt)
-[ "$data" = $((2 * 65536 + 65536 + 65536)) ] &&
+data_bytes=$(awk '$3 == 0 { print $1 }' totals.txt)
+[ "$data_bytes" = $((2 * 65536 + 65536 + 65536)) ] &&
   pass "single-link map: only the top's grains are data" ||
-  { fail "single-link map data bytes = $data"; cat totals.txt; }
+  { fail "single-link map data bytes = $data_bytes"; cat totals.txt; }
 # A missing parent is fine with single-link.
 mkdir lone; cp top.vmdk lone/
 serve file=lone/top.vmdk single-link=true --run 'nbdinfo --size "$uri"' \
@@ -137,8 +116,8 @@ qemu-img create -q -f vmdk sub/base2.vmdk 10M
 write sub/base2.vmdk -c 'write -P 0x71 0 1M'
 qemu-img create -q -f vmdk -b sub/base2.vmdk -F vmdk subchild.vmdk
 check_top subchild.vmdk "parent in a subdirectory"
-qemu-img create -q -f vmdk -b "$d/base.vmdk" -F vmdk abschild.vmdk
-grep -aq "parentFileNameHint=\"$d/base.vmdk\"" abschild.vmdk
+qemu-img create -q -f vmdk -b "$scratch/base.vmdk" -F vmdk abschild.vmdk
+grep -aq "parentFileNameHint=\"$scratch/base.vmdk\"" abschild.vmdk
 check_top abschild.vmdk "absolute parent name inside the directory"
 
 # --- Deeper chains: 20 links work; more than 128 are refused.
@@ -199,7 +178,7 @@ mkdir -p inner outside
 cp base.vmdk outside/
 mkdesc esc 00000004 "$cid" ../outside/base.vmdk > inner/esc1.vmdk
 refuse "parent named ../" "outside" file=inner/esc1.vmdk
-mkdesc esc 00000004 "$cid" "$d/outside/base.vmdk" > inner/esc2.vmdk
+mkdesc esc 00000004 "$cid" "$scratch/outside/base.vmdk" > inner/esc2.vmdk
 refuse "absolute parent outside" "outside" file=inner/esc2.vmdk
 ln -s ../outside/base.vmdk inner/link.vmdk
 mkdesc esc 00000004 "$cid" link.vmdk > inner/esc3.vmdk
@@ -210,5 +189,4 @@ refuse "json: parent name" "No such file" file=inner/esc4.vmdk
 printf '# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=2\ncreateType="custom"\nRW 8 ZERO\n' > noname.vmdk
 refuse "parentCID without a name" "no parentFileNameHint" file=noname.vmdk
 
-echo "test-chain: $failures failure(s)"
-[ $failures -eq 0 ]
+check_summary

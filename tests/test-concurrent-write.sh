@@ -16,57 +16,30 @@
 # while being written), twoGbMaxExtentSparse, and a snapshot child
 # whose grains are copied from the parent as the writers race.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit qemu-img qemu-io sha256sum; do
-    if ! command -v $cmd >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+requires_plugin
+requires_cmds nbdkit qemu-img qemu-io sha256sum
+requires_built test-concurrent-write
 prog=$abs_builddir/test-concurrent-write
-if [ ! -x "$prog" ] || [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $prog or the plugin is not built: test skipped"
-    exit 77
-fi
 
-d=$abs_builddir/tmp/test-concurrent-write
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-if [ "${KEEP_SCRATCH:-0}" != 1 ]; then trap 'cd /; rm -rf "$d"' EXIT; fi
-
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
+make_scratch
+cd "$scratch"
 
 # run WHAT IMAGE ROUNDS [PLUGIN ARGS...]
 run () {
-    local what=$1 img=$2 rounds=$3 rc=0; shift 3
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" "$@" \
+    local what=$1 img=$2 rounds=$3; shift 3
+    if serve file="$img" "$@" \
             --run "'$prog' \"\$uri\" model.raw $rounds"; then
         pass "$what: concurrent writers, data read back"
     else
         fail "$what: concurrent writers"
         return 0
     fi
-    qemu-img check -f vmdk "$img" > check.out 2>&1 || rc=$?
-    if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
-        pass "$what: qemu-img check (status $rc)"
-    else
-        fail "$what: qemu-img check exit status $rc"; cat check.out
-    fi
-    if qemu-img compare -q -f vmdk -F raw "$img" model.raw; then
-        pass "$what: qemu-img compare with the model"
-    else
-        fail "$what: the image differs from the model"
-    fi
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" \
-            --run 'qemu-img compare -q -f raw -F raw model.raw "$uri"'; then
-        pass "$what: after a restart the server reads the model"
-    else
-        fail "$what: after a restart the server reads other data"
-    fi
+    check_image_consistent "$what" "$img"
+    check_image_equals "$what" "$img" model.raw
+    check_served_equals "$what" "$img" model.raw
 }
 
 rm -f ./*.vmdk model.raw
@@ -101,7 +74,4 @@ else
     fail "snapshot child: the base changed"
 fi
 
-if [ $failures -ne 0 ]; then
-    echo "$0: $failures failure(s)"
-    exit 1
-fi
+check_summary

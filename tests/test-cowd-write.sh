@@ -27,79 +27,24 @@
 # "CID=" text at byte 512 (mkcowd -q), so bare children are checked by
 # the plugin only.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 set -x
 
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
-
-for cmd in nbdkit nbdcopy nbdinfo qemu-img qemu-io cmp od dd truncate \
-           sha256sum stat; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-if [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $VMDK_PLUGIN not built: test skipped"
-    exit 77
-fi
+requires_plugin
+requires_cmds nbdkit nbdcopy nbdinfo qemu-img qemu-io cmp od dd truncate \
+    sha256sum stat
 
 mkcowd="$abs_builddir/mkcowd"
-scratch="$abs_builddir/tmp/test-cowd-write"
-rm -rf "$scratch"
-mkdir -p "$scratch"
-server_pid=
-cleanup ()
-{
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || :; fi
-    if [ "${KEEP_SCRATCH:-0}" != 1 ]; then rm -rf "$scratch"; fi
-}
-trap cleanup EXIT
+make_scratch
 cd "$scratch"
 
 K=1024
 M=$((1024 * 1024))
 
 # ---------------------------------------------------------------------
-# Helpers.
-
-# rnd FILE OFFSET LENGTH: random bytes at OFFSET.
-rnd ()
-{
-    dd if=/dev/urandom of="$1" bs=64K count="$3" seek="$2" \
-       iflag=count_bytes,fullblock oflag=seek_bytes conv=notrunc status=none
-}
-
-# put_le32 FILE OFFSET VALUE / get_le32 FILE OFFSET
-put_le32 ()
-{
-    local v=$3
-    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((v & 255)) \
-              $((v >> 8 & 255)) $((v >> 16 & 255)) $((v >> 24 & 255)))" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
-get_le32 ()
-{
-    od -An -tu1 -j "$2" -N4 "$1" |
-        awk '{ printf "%.0f\n", $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }'
-}
-
-# le32s FILE OFFSET COUNT: COUNT little-endian u32 values, one a line.
-le32s ()
-{
-    od -An -v --endian=little -tu4 -j "$2" -N $(($3 * 4)) "$1" |
-        tr -s ' ' '\n' | grep -v '^$' || :
-}
-
-# crashed LOG: fail if LOG shows a crash.
-crashed ()
-{
-    if grep -E 'Sanitizer|core dumped|Segmentation|Aborted' "$1"; then
-        echo "$0: crash, see above" >&2
-        exit 1
-    fi
-}
+# Helpers.  (Fields of the COWD header: u32 and put_u32 from
+# functions.sh.)
 
 # plugin_io IMG CMD...: run qemu-io commands on IMG through the plugin
 # (writeback: flushes only where asked, and when qemu-io exits); every
@@ -109,15 +54,15 @@ plugin_io ()
     local img="$1" args="" c
     shift
     for c in "$@"; do args+=" -c $(printf %q "$c")"; done
-    if ! nbdkit -U - "$VMDK_PLUGIN" file="$img" \
+    if ! serve file="$img" \
          --run "qemu-io -t writeback -f raw \"\$uri\" $args" > io.log 2>&1
     then
         cat io.log
         return 1
     fi
     cat io.log
-    crashed io.log
-    ! grep -Ei 'failed|error' io.log
+    check_no_crash 0 io.log
+    not grep -Ei 'failed|error' io.log
 }
 
 # model_io RAW CMD...: the same commands on the raw model.
@@ -134,9 +79,8 @@ model_io ()
 plugin_copy ()
 {
     rm -f "$2" "$2.2"
-    nbdkit -U - "$VMDK_PLUGIN" file="$1" --run "nbdcopy \"\$uri\" $2"
-    nbdkit -U - "$VMDK_PLUGIN" file="$1" \
-           --run "nbdcopy --no-extents \"\$uri\" $2.2"
+    serve file="$1" --run "nbdcopy \"\$uri\" $2"
+    serve file="$1" --run "nbdcopy --no-extents \"\$uri\" $2.2"
     cmp "$2" "$2.2"
 }
 
@@ -164,15 +108,15 @@ check_header ()
 {
     local f="$1" old="$2" size nf grain gd n meta gde bad
     size=$(stat -c %s "$f")
-    nf=$(get_le32 "$f" 28)
-    grain=$(get_le32 "$f" 16)
-    gd=$(get_le32 "$f" 20)
-    n=$(get_le32 "$f" 24)
+    nf=$(u32 "$f" 28)
+    grain=$(u32 "$f" 16)
+    gd=$(u32 "$f" 20)
+    n=$(u32 "$f" 24)
     meta=$(( gd + (n * 4 + 511) / 512 ))
-    test "$(get_le32 "$f" 1648)" -eq 0
+    test "$(u32 "$f" 1648)" -eq 0
     test $((nf * 512)) -ge "$size"
     test "$nf" -ge "$old"
-    le32s "$f" $((gd * 512)) "$n" > gdes
+    u32s "$f" $((gd * 512)) "$n" > gdes
     bad=0
     while read -r gde; do
         test "$gde" -eq 0 && continue
@@ -180,7 +124,7 @@ check_header ()
             echo "$0: $f: grain table at sector $gde outside [$meta, $nf)" >&2
             bad=1
         fi
-        le32s "$f" $((gde * 512)) 4096
+        u32s "$f" $((gde * 512)) 4096
     done < gdes > gtes
     test "$bad" -eq 0
     awk -v nf="$nf" -v g="$grain" -v meta="$meta" -v old="$old" '
@@ -212,17 +156,17 @@ write_image ()
     for form in bare desc; do
         if [ $form = bare ]; then img=$name.vmdk; cowd=$name.vmdk
         else img=$name-desc.vmdk; cowd=$name-ext.vmdk; fi
-        nf0=$(get_le32 "$cowd" 28)
+        nf0=$(u32 "$cowd" 28)
         check_reads "$img" "$old" yes
 
         # Session 1: the whole disk, then unaligned changes, with the
         # unclean flag checked while the server runs.
         cp "$new" model.raw
-        nbdkit -U - "$VMDK_PLUGIN" file="$img" \
-               --run "nbdcopy $new \"\$uri\" &&
+        serve file="$img" \
+              --run "nbdcopy $new \"\$uri\" &&
                       od -An -tu4 -j1648 -N4 $cowd > unclean.txt"
         test "$(tr -d ' ' < unclean.txt)" -eq 1
-        test "$(get_le32 "$cowd" 1648)" -eq 0
+        test "$(u32 "$cowd" 1648)" -eq 0
         check_reads "$img" model.raw yes
         check_header "$cowd" "$nf0"
 
@@ -249,7 +193,7 @@ write_image ()
                  "write -z $a $((b - a))"
         check_reads "$img" model.raw yes
         check_header "$cowd" "$nf0"
-        test "$(get_le32 "$cowd" $(( 2048 + hole / (4096 * g) * 4 )))" -ne 0
+        test "$(u32 "$cowd" $(( 2048 + hole / (4096 * g) * 4 )))" -ne 0
 
         # Session 2: allocations continue after the last ones.
         plugin_io "$img" "write -P 0x61 $((hole + 5 * g + 11)) $((4 * g))" \
@@ -265,38 +209,38 @@ write_image ()
 # a: 1-sector grains, 9 MiB + 3 sectors (five 2 MiB tables, the last
 # partial).  NEW leaves table 2 (4-6 MiB) empty.
 truncate -s $((9 * M + 3 * 512)) a.raw
-rnd a.raw 0 $((10 * 512))
-rnd a.raw $((2 * M - 3 * 512)) $((7 * 512))
-rnd a.raw $((3 * M)) $((64 * K))
-rnd a.raw $((6 * M + 4 * K)) $((300 * K))
-rnd a.raw $((9 * M + 2 * 512)) 512
+write_random a.raw 0 $((10 * 512))
+write_random a.raw $((2 * M - 3 * 512)) $((7 * 512))
+write_random a.raw $((3 * M)) $((64 * K))
+write_random a.raw $((6 * M + 4 * K)) $((300 * K))
+write_random a.raw $((9 * M + 2 * 512)) 512
 truncate -s $((9 * M + 3 * 512)) a-new.raw
-rnd a-new.raw 0 1000
-rnd a-new.raw $((100 * K)) $((200 * K))
-rnd a-new.raw $((3 * M + 32 * K)) $((64 * K))
-rnd a-new.raw $((7 * M)) $((M + 5 * 512))
+write_random a-new.raw 0 1000
+write_random a-new.raw $((100 * K)) $((200 * K))
+write_random a-new.raw $((3 * M + 32 * K)) $((64 * K))
+write_random a-new.raw $((7 * M)) $((M + 5 * 512))
 write_image a 1 a.raw a-new.raw $((5 * M))
 
 # b: 8-sector grains (16 MiB tables), 40 MiB + 7 sectors (the last
 # grain partial).  NEW leaves table 1 (16-32 MiB) empty.
 truncate -s $((40 * M + 7 * 512)) b.raw
-rnd b.raw 4096 $((20 * K))
-rnd b.raw $((15 * M)) $((M))
-rnd b.raw $((40 * M + 5 * 512)) 100
+write_random b.raw 4096 $((20 * K))
+write_random b.raw $((15 * M)) $((M))
+write_random b.raw $((40 * M + 5 * 512)) 100
 truncate -s $((40 * M + 7 * 512)) b-new.raw
-rnd b-new.raw 0 $((8 * K))
-rnd b-new.raw $((15 * M + 512)) $((M - 512))
-rnd b-new.raw $((33 * M + 3 * K)) 10
+write_random b-new.raw 0 $((8 * K))
+write_random b-new.raw $((15 * M + 512)) $((M - 512))
+write_random b-new.raw $((33 * M + 3 * K)) 10
 write_image b 8 b.raw b-new.raw $((20 * M + 512))
 
 # c: 128-sector grains (64 KiB; 256 MiB tables), 12 MiB + 5 sectors:
 # one table, the last grain partial.
 truncate -s $((12 * M + 5 * 512)) c.raw
-rnd c.raw $((64 * K)) $((200 * K))
-rnd c.raw $((10 * M)) $((M))
+write_random c.raw $((64 * K)) $((200 * K))
+write_random c.raw $((10 * M)) $((M))
 truncate -s $((12 * M + 5 * 512)) c-new.raw
-rnd c-new.raw 0 $((100 * K))
-rnd c-new.raw $((5 * M)) $((128 * K))
+write_random c-new.raw 0 $((100 * K))
+write_random c-new.raw $((5 * M)) $((128 * K))
 write_image c 128 c.raw c-new.raw $((6 * M))
 
 # ---------------------------------------------------------------------
@@ -304,8 +248,8 @@ write_image c 128 c.raw c-new.raw $((6 * M))
 # child allocates whole grains of its own; the rest comes from the base.
 
 truncate -s $((8 * M)) base.raw
-rnd base.raw 0 $((6 * M))
-rnd base.raw $((7 * M)) $((M))
+write_random base.raw 0 $((6 * M))
+write_random base.raw $((7 * M)) $((M))
 qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse \
          base.raw base.vmdk
 truncate -s $((8 * M)) child.raw
@@ -313,7 +257,7 @@ cp base.raw chain.raw
 for r in "0 $((8 * K))" "$((M)) $((64 * K))" "$((3 * M + 4 * K)) $((4 * K))" \
          "$((6 * M + 4 * K)) $((12 * K))" "$((8 * M - 4 * K)) $((4 * K))"; do
     set -- $r
-    rnd child.raw "$1" "$2"
+    write_random child.raw "$1" "$2"
     dd if=child.raw of=chain.raw bs=4K skip=$(($1 / 4096)) seek=$(($1 / 4096)) \
        count=$(($2 / 4096)) conv=notrunc status=none
 done
@@ -342,9 +286,9 @@ chain_cmds=(
 for form in bare desc; do
     if [ $form = bare ]; then img=child.vmdk; cowd=child.vmdk; q=no
     else img=child-desc.vmdk; cowd=child-ext.vmdk; q=yes; fi
-    nf0=$(get_le32 "$cowd" 28)
+    nf0=$(u32 "$cowd" 28)
     check_reads "$img" chain.raw "$q"
-    nbdkit -v -U - "$VMDK_PLUGIN" file="$img" --run true > info.log 2>&1
+    serve -v file="$img" --run true > info.log 2>&1
     grep -q 'chain of 2 link' info.log
     cp chain.raw model.raw
     # Discard with a parent and no zeroed-grain value keeps the data.
@@ -358,8 +302,7 @@ done
 # Single-link: the child alone.  The grain written at 20000 was copied
 # whole from the base (copy-on-write), so the child alone reads it all;
 # the grains before it are the child's own, or zeroes.
-nbdkit -U - "$VMDK_PLUGIN" file=child.vmdk single-link=true \
-       --run 'nbdcopy "$uri" single.out'
+serve file=child.vmdk single-link=true --run 'nbdcopy "$uri" single.out'
 cmp -n 16384 single.out child.raw
 cmp <(dd if=single.out bs=4K skip=4 count=1 status=none) \
     <(dd if=model.raw bs=4K skip=4 count=1 status=none)
@@ -372,41 +315,40 @@ test "$(sha256sum < base.vmdk)" = "$base_sum"
 expect_readonly ()
 {
     local r=0
-    nbdkit -U - "$VMDK_PLUGIN" file="$1" \
-           --run 'nbdinfo --can write "$uri"' > ro.log 2>&1 || r=$?
+    serve file="$1" --run 'nbdinfo --can write "$uri"' > ro.log 2>&1 || r=$?
     cat ro.log
-    crashed ro.log
+    check_no_crash "$r" ro.log
     test "$r" -eq 2           # nbdinfo --can: 2 means "cannot"
     grep -Eq -- "serving read-only: .*$2" ro.log
 }
 
 "$mkcowd" -q -g 1 a.raw ro.vmdk
-gt3=$(get_le32 ro.vmdk $((2048 + 3 * 4)))
+gt3=$(u32 ro.vmdk $((2048 + 3 * 4)))
 test "$gt3" -gt 0
-nf=$(get_le32 ro.vmdk 28)
+nf=$(u32 ro.vmdk 28)
 
 cp ro.vmdk ro-gde.vmdk
-put_le32 ro-gde.vmdk $((2048 + 3 * 4)) 4000000000
+put_u32 ro-gde.vmdk $((2048 + 3 * 4)) 4000000000
 expect_readonly ro-gde.vmdk \
     'grain directory entry 3 points into the header or outside the file'
 
 cp ro.vmdk ro-nf-meta.vmdk
-put_le32 ro-nf-meta.vmdk 28 4
+put_u32 ro-nf-meta.vmdk 28 4
 expect_readonly ro-nf-meta.vmdk \
     "next free sector \(4\) lies inside the header or the grain directory"
 
 cp ro.vmdk ro-nf-gt.vmdk
-put_le32 ro-nf-gt.vmdk 28 $((gt3 + 31))
+put_u32 ro-nf-gt.vmdk 28 $((gt3 + 31))
 expect_readonly ro-nf-gt.vmdk \
     "grain table 3 \(sectors $gt3-$((gt3 + 31))\) ends past the COWD header's next free sector \($((gt3 + 31))\)"
 
 cp ro.vmdk ro-gt-gd.vmdk
-put_le32 ro-gt-gd.vmdk $((2048 + 3 * 4)) 4
+put_u32 ro-gt-gd.vmdk $((2048 + 3 * 4)) 4
 expect_readonly ro-gt-gd.vmdk 'grain table 3 \(sector 4\) overlaps the grain directory'
 
 # More directory entries declared than the file holds.
 cp ro.vmdk ro-gdmore.vmdk
-put_le32 ro-gdmore.vmdk 24 4000000000
+put_u32 ro-gdmore.vmdk 24 4000000000
 expect_readonly ro-gdmore.vmdk 'lies inside the header or the grain directory'
 
 # A descriptor line longer than the header's capacity.
@@ -419,10 +361,9 @@ expect_readonly ro-desc.vmdk \
 # Still readable, and a write fails cleanly.
 check_reads ro-nf-gt.vmdk a.raw yes
 r=0
-nbdkit -U - "$VMDK_PLUGIN" file=ro-nf-meta.vmdk \
-       --run 'nbdcopy a.raw "$uri"' > ro.log 2>&1 || r=$?
+serve file=ro-nf-meta.vmdk --run 'nbdcopy a.raw "$uri"' > ro.log 2>&1 || r=$?
 cat ro.log
-crashed ro.log
+check_no_crash "$r" ro.log
 test "$r" -ne 0
 
 # ---------------------------------------------------------------------
@@ -432,13 +373,13 @@ test "$r" -ne 0
 
 cp ro.vmdk nf-past.vmdk
 size=$(stat -c %s nf-past.vmdk)
-put_le32 nf-past.vmdk 28 $((size / 512 + 100))
+put_u32 nf-past.vmdk 28 $((size / 512 + 100))
 cp a.raw model.raw
 plugin_io nf-past.vmdk "write -P 0x81 $((5 * M)) 512"
 model_io model.raw "write -P 0x81 $((5 * M)) 512"
 check_reads nf-past.vmdk model.raw yes
 check_header nf-past.vmdk $((size / 512 + 100))
-gt2=$(get_le32 nf-past.vmdk $((2048 + 2 * 4)))
+gt2=$(u32 nf-past.vmdk $((2048 + 2 * 4)))
 test "$gt2" -ge $((size / 512 + 100))
 
 # ---------------------------------------------------------------------
@@ -449,14 +390,7 @@ test "$gt2" -ge $((size / 512 + 100))
 
 "$mkcowd" -q -g 8 b.raw kill.vmdk
 cp b.raw model.raw
-nbdkit -f -U kill.sock -P kill.pid "$VMDK_PLUGIN" file=kill.vmdk \
-       > kill.log 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-    if [ -S kill.sock ] && [ -s kill.pid ]; then break; fi
-    sleep 0.1
-done
-uri="nbd+unix:///?socket=$scratch/kill.sock"
+start_server file="$scratch/kill.vmdk"
 qemu-io -t writeback -f raw "$uri" \
         -c "write -P 0xa1 $((3 * M + 5)) $((100 * K))" \
         -c "write -P 0xa2 $((20 * M)) 4096" -c flush
@@ -468,16 +402,14 @@ qemu-io -t writeback -f raw "$uri" \
         -c "write -P 0xb1 $((30 * M)) $((64 * K))" \
         -c "write -P 0xb2 $((3 * M + 50 * K)) 100" -c "sigraise 9" || r=$?
 test "$r" -ne 0
-kill -9 "$server_pid"
-wait "$server_pid" || :
-server_pid=
-test "$(get_le32 kill.vmdk 1648)" -eq 1     # not a clean close
-nf=$(get_le32 kill.vmdk 28)
-le32s kill.vmdk 2048 "$(get_le32 kill.vmdk 24)" > gdes
+stop_server KILL
+test "$(u32 kill.vmdk 1648)" -eq 1     # not a clean close
+nf=$(u32 kill.vmdk 28)
+u32s kill.vmdk 2048 "$(u32 kill.vmdk 24)" > gdes
 while read -r gde; do
     test "$gde" -eq 0 && continue
     test $((gde + 32)) -le "$nf"
-    le32s kill.vmdk $((gde * 512)) 4096
+    u32s kill.vmdk $((gde * 512)) 4096
 done < gdes | awk -v nf="$nf" '$1 != 0 && $1 + 8 > nf { bad = 1 } END { exit bad }'
 # Batch A intact, and each grain old (batch A only) or new (batch B
 # too): every grain that differs from the old contents is the new one.
@@ -497,7 +429,7 @@ qemu-img check -f vmdk kill.vmdk
 size=$(stat -c %s kill.vmdk)
 plugin_io kill.vmdk "write -P 0xc1 $((35 * M)) 4096"
 check_header kill.vmdk "$nf"
-gte_new=$(get_le32 kill.vmdk $(( $(get_le32 kill.vmdk $((2048 + 2 * 4))) * 512 + (35 * M - 32 * M) / 4096 * 4 )))
+gte_new=$(u32 kill.vmdk $(( $(u32 kill.vmdk $((2048 + 2 * 4))) * 512 + (35 * M - 32 * M) / 4096 * 4 )))
 test $((gte_new * 512)) -ge "$size"
 
 echo "$0: OK"

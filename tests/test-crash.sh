@@ -27,77 +27,23 @@
 #
 # TEST_CRASH_SEED=N repeats a run.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit qemu-img shuf od; do
-    if ! command -v $cmd >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+requires_plugin
+requires_cmds nbdkit qemu-img shuf od
+requires_built test-write-nbd
 nbd=$abs_builddir/test-write-nbd
-if [ ! -x "$nbd" ] || [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $nbd or the plugin is not built: test skipped"
-    exit 77
-fi
 
-d=$abs_builddir/tmp/test-crash
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-pidfile=$d/nbdkit.pid
-sock=$d/nbdkit.sock
-uri="nbd+unix:///?socket=$sock"
-cleanup () {
-    if [ -s "$pidfile" ]; then kill -9 "$(cat "$pidfile")" 2>/dev/null || :; fi
-    cd /
-    if [ "${KEEP_SCRATCH:-0}" != 1 ]; then rm -rf "$d"; fi
-}
-trap cleanup EXIT
+make_scratch
+cd "$scratch"
 
 seed=${TEST_CRASH_SEED:-$RANDOM}
 echo "$0: seed $seed (TEST_CRASH_SEED=$seed repeats this run)"
 RANDOM=$seed
 
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
-
 G=65536
 NG=4096                         # 256 MiB
-
-start_server () {
-    rm -f "$pidfile" "$sock"
-    nbdkit -P "$pidfile" -U "$sock" "$VMDK_PLUGIN" file="$d/img.vmdk" \
-        "$@" 2>> nbdkit.log
-    for (( i = 0; i < 300; i++ )); do
-        if [ -s "$pidfile" ] && [ -S "$sock" ]; then return 0; fi
-        sleep 0.1
-    done
-    echo "nbdkit did not start"; cat nbdkit.log; return 1
-}
-
-# stop_server SIGNAL: send it and wait until the process is gone.
-stop_server () {
-    local pid
-    pid=$(cat "$pidfile")
-    kill "-$1" "$pid" 2>/dev/null || :
-    for (( i = 0; i < 600; i++ )); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
-        sleep 0.05
-    done
-    echo "nbdkit $pid did not exit after SIG$1"; return 1
-}
-
-check_qemu () {
-    local what=$1 rc=0
-    qemu-img check -f vmdk img.vmdk > check.out 2>&1 || rc=$?
-    if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
-        pass "$what: qemu-img check (status $rc)"
-    else
-        fail "$what: qemu-img check exit status $rc"; cat check.out
-    fi
-}
 
 iteration=0
 # Batch B takes about 0.4 s here: kill early, in the middle, late.
@@ -130,7 +76,7 @@ for delay in 0.02 0.08 0.15 0.25 0.$(( RANDOM % 4 ))$(( RANDOM % 10 )); do
         if (( k % 400 == 0 )); then echo "?f" >> $f; fi
     done
 
-    start_server
+    start_server file="$scratch/img.vmdk"
     if "$nbd" "$uri" - < a.cmds; then
         pass "$what: batch A written and flushed"
     else
@@ -146,9 +92,9 @@ for delay in 0.02 0.08 0.15 0.25 0.$(( RANDOM % 4 ))$(( RANDOM % 10 )); do
     done_b=$(cat b1.out b2.out | grep -c failed || :)
     echo "$what: $done_b of 3000 batch B writes failed (not sent before the kill)"
 
-    unclean=$(od -An -tu1 -j72 -N1 img.vmdk | tr -d ' ')
+    unclean=$(u8 img.vmdk 72)
     echo "$what: uncleanShutdown = $unclean"
-    check_qemu "$what"
+    check_image_consistent "$what" img.vmdk
 
     # Checks through the plugin, read-only.
     : > v.cmds
@@ -175,13 +121,13 @@ for delay in 0.02 0.08 0.15 0.25 0.$(( RANDOM % 4 ))$(( RANDOM % 10 )); do
             echo "oldnew:$((g * G)):$G:$G:0:${new[$g]}" >> v.cmds
         fi
     done
-    if nbdkit -U - "$VMDK_PLUGIN" file=img.vmdk readonly=true \
+    if serve file=img.vmdk readonly=true \
             --run "'$nbd' \"\$uri\" - < v.cmds"; then
         pass "$what: batch A intact, each B grain old or new"
     else
         fail "$what: data after the crash"
     fi
-    if nbdkit -U - "$VMDK_PLUGIN" file=img.vmdk readonly=true \
+    if serve file=img.vmdk readonly=true \
             --run 'qemu-img compare -q -f vmdk -F raw img.vmdk "$uri"'; then
         pass "$what: QEMU and the plugin read the same"
     else
@@ -200,20 +146,20 @@ for delay in 0.02 0.08 0.15 0.25 0.$(( RANDOM % 4 ))$(( RANDOM % 10 )); do
         echo "r:$((${grains[$k]} * G + 512)):1000:250" >> c.cmds
         echo "r:$((${grains[$k]} * G)):512:0" >> c.cmds
     done
-    start_server
+    start_server file="$scratch/img.vmdk"
     if "$nbd" "$uri" - < c.cmds; then
         pass "$what: the crashed image takes new writes"
     else
         fail "$what: writing to the crashed image"
     fi
-    stop_server TERM
-    unclean=$(od -An -tu1 -j72 -N1 img.vmdk | tr -d ' ')
+    stop_server
+    unclean=$(u8 img.vmdk 72)
     if [ "$unclean" = 0 ]; then
         pass "$what: uncleanShutdown is 0 after a clean shutdown"
     else
         fail "$what: uncleanShutdown is $unclean after a clean shutdown"
     fi
-    check_qemu "$what, then batch C"
+    check_image_consistent "$what, then batch C" img.vmdk
     if qemu-io -r -f vmdk -c "read -P 251 $((g * G)) $G" img.vmdk \
             | grep -q "read $G/$G"; then
         pass "$what: QEMU reads batch C"
@@ -223,7 +169,4 @@ for delay in 0.02 0.08 0.15 0.25 0.$(( RANDOM % 4 ))$(( RANDOM % 10 )); do
     unset old new durable
 done
 
-if [ $failures -ne 0 ]; then
-    echo "$0: $failures failure(s) (seed $seed)"
-    exit 1
-fi
+check_summary "seed $seed"

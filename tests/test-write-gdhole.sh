@@ -24,43 +24,26 @@
 # new grains must copy the rest of the grain from the parent), and for
 # an image with zeroed grains.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit qemu-img qemu-io od dd cmp; do
-    if ! command -v $cmd >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+requires_plugin
+requires_cmds nbdkit qemu-img qemu-io od dd cmp
+requires_built test-write-nbd
 nbd=$abs_builddir/test-write-nbd
-if [ ! -x "$nbd" ] || [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $nbd or the plugin is not built: test skipped"
-    exit 77
-fi
 
-d=$abs_builddir/tmp/test-write-gdhole
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-if [ "${KEEP_SCRATCH:-0}" != 1 ]; then trap 'cd /; rm -rf "$d"' EXIT; fi
-
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
+make_scratch
+cd "$scratch"
 
 M=$((1024 * 1024))
-u64 () { od -An -tu8 -j "$2" -N8 "$1" | tr -d ' '; }
-u32 () { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
 
 # gd_hole IMAGE INDEX: zero GD entry INDEX and its redundant twin.
 gd_hole () {
     local img=$1 i=$2 gd rgd
     gd=$(u64 "$img" 56)
     rgd=$(u64 "$img" 48)
-    dd if=/dev/zero of="$img" bs=1 seek=$((gd * 512 + 4 * i)) count=4 \
-       conv=notrunc status=none
-    dd if=/dev/zero of="$img" bs=1 seek=$((rgd * 512 + 4 * i)) count=4 \
-       conv=notrunc status=none
+    write_zeroes "$img" $((gd * 512 + 4 * i)) 4
+    write_zeroes "$img" $((rgd * 512 + 4 * i)) 4
 }
 
 # check_tables IMAGE INDEX...: both directories have an entry for each
@@ -89,36 +72,18 @@ req () {
     local op=$1 off=$2 len=$3 arg=${4:-}
     case $op in
         w) cmds+=("w:$off:$len:$arg")
-           head -c "$len" /dev/zero | tr '\0' "$(printf '\\%03o' "$arg")" |
-               dd of=expect.raw bs=64K seek="$off" oflag=seek_bytes \
-                  conv=notrunc iflag=fullblock status=none ;;
+           write_pattern expect.raw "$off" "$len" "$arg" ;;
         z) cmds+=("z:$off:$len${arg:+:$arg}")
-           dd if=/dev/zero of=expect.raw bs=64K seek="$off" count="$len" \
-              oflag=seek_bytes iflag=count_bytes conv=notrunc status=none ;;
+           write_zeroes expect.raw "$off" "$len" ;;
     esac
 }
 
-serve () {
-    local img=$1; shift
-    nbdkit -U - "$VMDK_PLUGIN" file="$img" --run "$*"
-}
-
+# check_image WHAT IMAGE: consistent, and reads as expect.raw offline
+# and through a reopened server.
 check_image () {
-    local what=$1 img=$2 rc=0
-    qemu-img check -f vmdk "$img" > check.out 2>&1 || rc=$?
-    if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
-        pass "$what: qemu-img check (status $rc)"
-    else
-        fail "$what: qemu-img check exit status $rc"; cat check.out
-    fi
-    if qemu-img compare -q -f vmdk -F raw "$img" expect.raw; then
-        pass "$what: image equals the expected raw"
-    else
-        fail "$what: image differs from the expected raw"
-    fi
-    if serve "$img" 'qemu-img compare -q -f raw -F raw expect.raw "$uri"'
-    then pass "$what: a reopened server reads the expected data"
-    else fail "$what: a reopened server reads other data"; fi
+    check_image_consistent "$1" "$2"
+    check_image_equals "$1" "$2" expect.raw
+    check_served_equals "$1" "$2" expect.raw
 }
 
 # run_case WHAT IMAGE: the writes into holes 3 (96-128M) and 6 (the
@@ -134,7 +99,7 @@ run_case () {
     req w $((110 * M)) $((300 * 1024)) 0xa6      # several grains
     req z $((110 * M + 65536)) 65536 trim        # a whole grain again
     req w $((110 * M + 131072 + 5)) 1 0xa7
-    if serve "$img" "'$nbd' \"\$uri\" ${cmds[*]} f"; then
+    if serve file="$img" --run "'$nbd' \"\$uri\" ${cmds[*]} f"; then
         pass "$what: writes into GD holes"
     else
         fail "$what: writes into GD holes"
@@ -147,7 +112,7 @@ run_case () {
     req w $((97 * M + 17)) 70000 0xb2
     req w $((199 * M)) 65536 0xb3
     req z $((100 * M)) 65536                     # no MAY_TRIM
-    if serve "$img" "'$nbd' \"\$uri\" ${cmds[*]}"; then
+    if serve file="$img" --run "'$nbd' \"\$uri\" ${cmds[*]}"; then
         pass "$what: more writes after a reopen"
     else
         fail "$what: more writes after a reopen"
@@ -202,7 +167,4 @@ else
     fail "snapshot child: the base changed"
 fi
 
-if [ $failures -ne 0 ]; then
-    echo "$0: $failures failure(s)"
-    exit 1
-fi
+check_summary

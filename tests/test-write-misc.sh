@@ -31,55 +31,26 @@
 #  7. A grain-table entry pointing into the metadata: writing there
 #     must not overwrite metadata.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit qemu-img qemu-io od dd cmp stat grep; do
-    if ! command -v $cmd >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+requires_plugin
+requires_cmds nbdkit qemu-img qemu-io od dd cmp stat grep
+requires_built test-write-nbd
 nbd=$abs_builddir/test-write-nbd
-if [ ! -x "$nbd" ] || [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $nbd or the plugin is not built: test skipped"
-    exit 77
-fi
 
-d=$abs_builddir/tmp/test-write-misc
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-pidfile=$d/nbdkit.pid
-sock=$d/nbdkit.sock
-uri="nbd+unix:///?socket=$sock"
-cleanup () {
-    if [ -s "$pidfile" ]; then kill -9 "$(cat "$pidfile")" 2>/dev/null || :; fi
-    cd /
-    if [ "${KEEP_SCRATCH:-0}" != 1 ]; then rm -rf "$d"; fi
-}
-trap cleanup EXIT
-
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
+make_scratch
+cd "$scratch"
 
 G=65536
 M=$((1024 * 1024))
-u64 () { od -An -tu8 -j "$2" -N8 "$1" | tr -d ' '; }
-u32 () { od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '; }
-byte () { od -An -tu1 -j "$2" -N1 "$1" | tr -d ' '; }
-put_u32 () {                    # put_u32 FILE OFFSET VALUE
-    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $(( $3 & 255 )) \
-        $(( ($3 >> 8) & 255 )) $(( ($3 >> 16) & 255 )) $(( $3 >> 24 )))" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
 
 # check WHAT IMAGE CMD...: run test-write-nbd commands on a server of
 # IMAGE (extra plugin arguments in $plugin_args); log in server.log.
 plugin_args=()
 check () {
     local what=$1 img=$2; shift 2
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" "${plugin_args[@]}" \
+    if serve file="$img" "${plugin_args[@]}" \
             --run "'$nbd' \"\$uri\" $*" 2> server.log; then
         pass "$what"
     else
@@ -93,34 +64,13 @@ qemu_reads () {
     qemu-io -r -U -f vmdk -c "read -P $2 $3 $4" "$1" 2>&1 | grep -q "read $4/$4"
 }
 
-start_server () {
-    rm -f "$pidfile" "$sock"
-    nbdkit -P "$pidfile" -U "$sock" "$VMDK_PLUGIN" "$@" 2>> daemon.log
-    for (( i = 0; i < 300; i++ )); do
-        if [ -s "$pidfile" ] && [ -S "$sock" ]; then return 0; fi
-        sleep 0.1
-    done
-    echo "nbdkit did not start"; cat daemon.log; return 1
-}
-
-stop_server () {
-    local pid
-    pid=$(cat "$pidfile")
-    kill -TERM "$pid"
-    for (( i = 0; i < 600; i++ )); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$pidfile"; return 0; }
-        sleep 0.05
-    done
-    echo "nbdkit $pid did not exit after SIGTERM"; return 1
-}
-
 # ---------------------------------------------------------------------
 echo "== 1. FUA"
 rm -f ./*.vmdk
 qemu-img create -q -f vmdk img.vmdk 64M
 check "FUA is advertised" img.vmdk is:can_fua:1 is:can_multi_conn:1 \
     is:can_fast_zero:1 is:can_trim:1 is:can_zero:1 is:can_flush:1
-start_server file="$d/img.vmdk"
+start_server file="$scratch/img.vmdk"
 "$nbd" "$uri" w:$((3 * G + 100)):5000:0x5a:fua
 if qemu_reads img.vmdk 0x5a $((3 * G + 100)) 5000; then
     pass "a FUA write into a new grain is on disk before the reply"
@@ -162,7 +112,7 @@ refused () {
     local what=$1 reason=$2 img=$3; shift 3
     local before
     before=$(cat ./*.vmdk ./*.raw 2>/dev/null | sha256sum)
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" "$@" \
+    if serve file="$img" "$@" \
             --run "'$nbd' \"\$uri\" is:can_write:0 !EPERM:w:0:512:1 \
                    is:can_zero:0 is:can_trim:0" 2> server.log; then
         pass "$what: read-only, writes fail with EPERM"
@@ -217,7 +167,7 @@ mkcowd=$abs_builddir/mkcowd
 if [ -x "$mkcowd" ]; then
     rm -f ./*.vmdk
     "$mkcowd" -q src.raw cowd.vmdk
-    if nbdkit -U - "$VMDK_PLUGIN" file=cowd.vmdk \
+    if serve file=cowd.vmdk \
             --run "'$nbd' \"\$uri\" is:can_write:1" 2> server.log; then
         echo "note: COWD is writable"
         check "COWD: writes read back" cowd.vmdk w:7000:3000:0x77 \
@@ -281,17 +231,17 @@ fi
 echo "== 4. uncleanShutdown"
 rm -f ./*.vmdk ./*.raw
 qemu-img create -q -f vmdk img.vmdk 64M
-start_server file="$d/img.vmdk"
+start_server file="$scratch/img.vmdk"
 "$nbd" "$uri" r:0:$G:0
-v=$(byte img.vmdk 72)
+v=$(u8 img.vmdk 72)
 [ "$v" = 0 ] && pass "uncleanShutdown 0 before the first write" ||
     fail "uncleanShutdown is $v before any write"
 "$nbd" "$uri" w:1000:10:1
-v=$(byte img.vmdk 72)
+v=$(u8 img.vmdk 72)
 [ "$v" = 1 ] && pass "uncleanShutdown 1 while the server runs after a write" ||
     fail "uncleanShutdown is $v after a write"
 stop_server
-v=$(byte img.vmdk 72)
+v=$(u8 img.vmdk 72)
 [ "$v" = 0 ] && pass "uncleanShutdown 0 after a clean shutdown" ||
     fail "uncleanShutdown is $v after a clean shutdown"
 
@@ -431,7 +381,7 @@ rgt0=$(u32 img.vmdk $((rgd * 512)))
 put_u32 img.vmdk $((gt0 * 512 + 5 * 4)) "$gd"
 put_u32 img.vmdk $((rgt0 * 512 + 5 * 4)) "$gd"
 cp img.vmdk img.vmdk.orig
-nbdkit -U - "$VMDK_PLUGIN" file=img.vmdk \
+serve file=img.vmdk \
     --run "'$nbd' \"\$uri\" ?w:$((5 * G)):$G:0x75 ?f" > out.txt 2> server.log || :
 cat out.txt
 if cmp -s -n $(( (gd + 1) * 512 )) img.vmdk img.vmdk.orig ||
@@ -447,7 +397,4 @@ else
     fail "a write through an entry pointing into the metadata succeeded"
 fi
 
-if [ $failures -ne 0 ]; then
-    echo "$0: $failures failure(s)"
-    exit 1
-fi
+check_summary

@@ -22,55 +22,32 @@
 # TEST_WRITE_SEED=N repeats a run (the seed is printed); TEST_WRITE_OPS
 # sets the number of operations of the first session (default 500).
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit nbdcopy qemu-img qemu-io cmp sha256sum; do
-    if ! command -v $cmd >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
+requires_plugin
+requires_cmds nbdkit nbdcopy qemu-img qemu-io cmp sha256sum
+requires_built test-write-random
 prog=$abs_builddir/test-write-random
-if [ ! -x "$prog" ] || [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $prog or the plugin is not built: test skipped"
-    exit 77
-fi
 
-d=$abs_builddir/tmp/test-write-random
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-if [ "${KEEP_SCRATCH:-0}" != 1 ]; then trap 'cd /; rm -rf "$d"' EXIT; fi
+make_scratch
+cd "$scratch"
 
 seed=${TEST_WRITE_SEED:-$(( (RANDOM << 15 | RANDOM) ))}
 ops=${TEST_WRITE_OPS:-500}
 echo "$0: seed $seed (TEST_WRITE_SEED=$seed repeats this run)"
 
-failures=0
-fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
-pass () { echo "PASS: $*"; }
-
 # check_image WHAT IMAGE: qemu-img check (0, or 3 = leaks only) and
 # compare with model.raw.
 check_image () {
-    local what=$1 img=$2 rc=0
-    qemu-img check -f vmdk "$img" > check.out 2>&1 || rc=$?
-    if [ $rc -eq 0 ] || [ $rc -eq 3 ]; then
-        pass "$what: qemu-img check (status $rc)"
-    else
-        fail "$what: qemu-img check exit status $rc"; cat check.out
-    fi
-    if qemu-img compare -q -f vmdk -F raw "$img" model.raw; then
-        pass "$what: qemu-img compare with the model"
-    else
-        fail "$what: qemu-img compare differs from the model"
-    fi
+    check_image_consistent "$1" "$2"
+    check_image_equals "$1" "$2" model.raw
 }
 
 # session WHAT IMAGE SEED OPS
 session () {
     local what=$1 img=$2 s=$3 n=$4
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" \
+    if serve file="$img" \
             --run "'$prog' \"\$uri\" model.raw $s $n" > session.out 2>&1
     then
         pass "$what: $n random operations (seed $s)"
@@ -94,7 +71,7 @@ run_one () {
     if [ "$(stat -c %s model.raw)" -gt $((1024 * 1024 * 1024)) ]; then
         reader='qemu-img compare -q -f raw -F raw model.raw "$uri"'
     fi
-    if nbdkit -U - "$VMDK_PLUGIN" file="$img" --run "$reader"; then
+    if serve file="$img" --run "$reader"; then
         pass "$what: a new server reads the model's bytes"
     else
         fail "$what: a new server reads different bytes"
@@ -132,7 +109,7 @@ rm -f ./*.vmdk ./*.raw
 qemu-img create -q -f vmdk s1.vmdk 40M
 qemu-img create -q -f vmdk -o zeroed_grain=on s2.vmdk 50M
 for f in s1.vmdk s2.vmdk; do    # descriptorOffset, descriptorSize = 0
-    dd if=/dev/zero of=$f bs=1 seek=28 count=16 conv=notrunc status=none
+    write_zeroes "$f" 28 16
 done
 truncate -s 10M f.raw
 truncate -s 1M pad.raw
@@ -205,7 +182,4 @@ for zg in off on; do
     fi
 done
 
-if [ $failures -ne 0 ]; then
-    echo "$0: $failures failure(s) (seed $seed)"
-    exit 1
-fi
+check_summary "seed $seed"
