@@ -46,31 +46,6 @@ G=65536
 # ---------------------------------------------------------------------
 # Helpers.
 
-u32 () { od -An -t u4 -j "$2" -N 4 "$1" | tr -d ' '; }
-u64 () { od -An -t u8 -j "$2" -N 8 "$1" | tr -d ' '; }
-
-# put_le FILE OFFSET BYTES VALUE: store VALUE little-endian in BYTES
-# bytes at OFFSET.  (VALUE -1 gives all ones.)
-put_le ()
-{
-    local f="$1" off="$2" n="$3" v="$4" i esc=""
-    for (( i = 0; i < n; i++ )); do
-        esc+=$(printf '\\%03o' $(( (v >> (8 * i)) & 255 )))
-    done
-    printf "$esc" | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
-}
-
-# grain_marker VMDK K: file offset of grain K's marker (GD in header).
-grain_marker ()
-{
-    local gd gt sec
-    gd=$(u64 "$1" 56)
-    gt=$(u32 "$1" $(( gd * 512 + 4 * ($2 / 512) )))
-    sec=$(u32 "$1" $(( gt * 512 + 4 * ($2 % 512) )))
-    test "$sec" -gt 1
-    echo $(( sec * 512 ))
-}
-
 seq -f "%012g: some compressible text, the quick brown fox jumps" 1 4000 \
     > text.bin
 truncate -s $G text.bin
@@ -348,16 +323,7 @@ if nbdcopy -- [ nbdkit "$plugin" bad.vmdk ] null: ; then exit 1; fi
 # gdOffset = GD_AT_END; footer marker, footer, end-of-stream marker
 # last).  Whole, it reads like the original (and qemu agrees); cut in
 # half, it is refused at open.
-fsize=$(stat -c %s tail.vmdk)
-test "$(u64 tail.vmdk $(( fsize - 512 + 12 )))" -eq 0   # ends with EOS
-head -c $(( fsize - 512 )) tail.vmdk > atend.vmdk
-head -c 512 /dev/zero > marker.bin
-put_le marker.bin 0 8 1
-put_le marker.bin 12 4 3
-cat marker.bin >> atend.vmdk
-head -c 512 tail.vmdk >> atend.vmdk
-head -c 512 /dev/zero >> atend.vmdk
-put_le atend.vmdk 56 8 -1
+stream_gd_at_end tail.vmdk atend.vmdk
 qemu-img convert -f vmdk -O raw atend.vmdk qemu.raw
 cmp tail.raw qemu.raw
 rm -f out.raw
