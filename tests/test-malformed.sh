@@ -25,6 +25,8 @@
 # even if an earlier one fails; the failures are listed at the end.
 # Images come from qemu-img/qemu-io (KDMV, streamOptimized), tests/mkcowd
 # (COWD) and tests/mksesparse (seSparse), patched with dd.
+# MALFORMED_TIMEOUT (60 s) and MALFORMED_FIFO_TIMEOUT (5 s) bound each
+# run; KEEP_SCRATCH=1 keeps the images and logs (tests/tmp/).
 #
 # Pitfall table.  ID, pitfall -> expected outcome, where it comes from
 # ("from:"), and the cases covering it ("cases:"; each case below is
@@ -88,7 +90,8 @@
 #     from: QEMU "check" only flags offsets after EOF; no open check
 #     cases: gde-past-eof cowd-gde-past-eof
 # G2  GD entry inside the header -> EIO on that table's range only
-#     from: GD hole (QEMU uninitialised offset) / COWD 4-sector header
+#     from: COWD's 4-sector header (a KDMV header is one sector: an entry
+#     pointing into it would be 0, a hole, G7)
 #     cases: cowd-gde-header
 # G3  GT entry past EOF -> EIO on that grain only
 #     from: QEMU vmdk_co_check "cluster offset points after EOF"
@@ -104,6 +107,11 @@
 # G6  GT entry inside the header -> EIO
 #     from: COWD 4-sector header; libvmdk treats GTE 1 as sector 1
 #     cases: cowd-gte-header
+# G7  GD hole (entry 0) in an image whose other tables exist -> reads as
+#     unallocated (zeroes); a write there gets a new table and reads back
+#     from: GD hole (QEMU uninitialised offset: get_cluster_offset returns
+#     before setting it, vmdk_pwritev writes through it anyway)
+#     cases: gd-hole
 #
 # streamOptimized
 # S1  grain marker lba differs from the grain asked for -> EIO
@@ -245,8 +253,10 @@
 #     from: CVE-2024-4467 (QEMU json: extent names)
 #     cases: json-extent-name url-nbd-extent-name url-http-extent-name
 #     cases: url-file-extent-name
-# D9  NUL bytes and control characters: NUL padding at the end is
-#     served; text after a NUL or a control character -> refused
+# D9  NUL bytes and control characters in a descriptor file: NUL
+#     padding at the end is served; text after a NUL or a control
+#     character -> refused, never dropped (an embedded descriptor ends at
+#     its first NUL, the rest of its area is padding: K11)
 #     from: embedded descriptors are NUL-padded; QEMU stops at the NUL
 #     cases: nul-padding-ok nul-then-text control-char
 # D10 embedded descriptor naming another file -> never opened: served as
@@ -396,6 +406,10 @@ run_status ()
         fail "$name ($mode): HUNG (killed by timeout, status $st)"
         return 1
     fi
+    if [ "$st" -eq 119 ] && [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
+        fail "$name ($mode): valgrind reported errors (status 119)"
+        return 1
+    fi
     if ! check_no_crash "$st" "$log"; then
         fail "$name ($mode): CRASHED (status $st)"
         return 1
@@ -454,6 +468,7 @@ expect_error ()
 #   mapeio OFF LEN      block status of the range fails with EIO
 #   map OFF LEN         block status of the range works
 #   weio OFF LEN BYTE   (default mode) writing fails with EIO
+#   wdata OFF LEN BYTE  (default mode) writing works and reads back
 #   size N              the export is N bytes
 #   nosecret            the whole export does not contain the secret
 #   ro REGEX            (default mode) served read-only, the reason
@@ -505,6 +520,12 @@ weio ()
     elif ! grep -q 'write failed: Input/output error' qio.out; then
         bad "write $1 +$2 did not fail with EIO: $(cat qio.out)"
     fi
+}
+wdata ()
+{
+    [ "$mode" = default ] || return 0
+    qio -c "write -P $3 $1 $2" || bad "write $1 +$2 failed: $(cat qio.out)"
+    qio -r -c "read -P $3 $1 $2" || bad "write $1 +$2 did not read back: $(cat qio.out)"
 }
 size ()
 {
@@ -799,6 +820,18 @@ data 0 $G 0x11
 data $(( 256 * 1024 )) $G 0x15
 data $(( 32 * M - G )) $G 0
 ro gde\.vmdk: a grain directory entry points outside the file
+EOF
+
+# Table 1 (32-40 MiB) becomes a hole in both directories: its data is
+# gone (zeroes); the default mode writes there through a new table.
+variant hole.vmdk k.vmdk $(( gd * 512 + 4 )) 4 0
+put_le hole.vmdk $(( $(u64 k.vmdk 48) * 512 + 4 )) 4 0
+expect_served G7 gd-hole - hole.vmdk <<EOF
+data $(( 33 * M )) $G 0
+data 0 $G 0x11
+wdata $(( 36 * M )) $(( 2 * G )) 0x77
+data $(( 33 * M )) $G 0
+data 0 $G 0x11
 EOF
 
 variant gte.vmdk k.vmdk "$gte3" 4 4000000000
