@@ -307,6 +307,8 @@
 # F3  symlink escaping the directory (file, or a directory on the way)
 #     -> refused
 #     from: CVE-2022-47951 variants
+#     (a symlink staying inside is served; under valgrind, which lacks
+#     openat2, the engine's fallback refuses every symlink)
 #     cases: symlink-outside symlinked-subdir symlink-inside
 # F4  symlink into /etc -> refused
 #     from: CVE-2022-47951 variants
@@ -1668,10 +1670,18 @@ expect_error F3 symlinked-subdir \
              "open: up/secret.raw: refusing a file outside $pdir" subdir.vmdk
 ln -s x.vmdk link-in.vmdk
 desc symlink-in.vmdk monolithicFlat 'RW 2048 FLAT "link-in.vmdk" 0'
-expect_served F3 symlink-inside - symlink-in.vmdk <<EOF
+if [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
+    # valgrind has no openat2: the engine's fallback walk refuses every
+    # symlink (stricter than RESOLVE_BENEATH, never weaker).
+    expect_error F3 symlink-inside \
+                 "open: link-in.vmdk: refusing a file outside $pdir" \
+                 symlink-in.vmdk
+else
+    expect_served F3 symlink-inside - symlink-in.vmdk <<EOF
 size $M
 data 0 $M 0
 EOF
+fi
 ln -s /etc/passwd link-abs.vmdk
 desc symlink-abs.vmdk monolithicFlat 'RW 1 FLAT "link-abs.vmdk" 0'
 expect_error F4 symlink-absolute \
