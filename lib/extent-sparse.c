@@ -48,9 +48,14 @@ sparse_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
     *kind = GRAIN_ZERO;
     return 0;
   }
+  if (gte == 1)
+    return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
+                       " = 1, a zeroed grain, but the header flags 0x%08"
+                       PRIx32 " lack the zeroed-grain bit 0x4 (sector 1 "
+                       "is metadata): corrupt image",
+                       d->io->name, gt_index, gte_index, s->h.flags);
   /* Grains never overlap the header, and start inside the file. */
-  if (gte * SECTOR >= grain_dir_data_limit (d, gt_index) ||
-      gte <= 1)
+  if (gte * SECTOR >= grain_dir_data_limit (d, gt_index))
     return vmdk_error (EIO, "%s: grain table %" PRIu64 " entry %" PRIu32
                        " = %" PRIu64 " points outside the file (size %"
                        PRIu64 " bytes): corrupt image",

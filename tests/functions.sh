@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # nbdkit-vmdk
 # Copyright (C) 2026 The nbdkit-vmdk authors
 # SPDX-License-Identifier: BSD-3-Clause (see COPYING)
@@ -336,6 +337,86 @@ fingerprint ()
 }
 
 # ---------------------------------------------------------------------
+# Binary fields of VMDK files (little-endian; offsets in bytes).
+
+# u32 FILE OFFSET, u64 FILE OFFSET (and u8, u32s, put_u32): see
+# "Binary fields of image files" below.
+
+# le_bytes VALUE N: write VALUE as N little-endian bytes to stdout
+# (VALUE -1 gives all ones).
+le_bytes ()
+{
+    local v="$1" n="$2" i esc=""
+    for (( i = 0; i < n; i++ )); do
+        esc+=$(printf '\\%03o' $(( (v >> (8 * i)) & 255 )))
+    done
+    printf '%b' "$esc"
+}
+
+# put_le FILE OFFSET BYTES VALUE: store VALUE little-endian in BYTES
+# bytes at OFFSET, in place.
+put_le ()
+{
+    le_bytes "$4" "$3" |
+        dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+
+# kdmv_gte_offset VMDK K: the byte offset of grain K's grain-table
+# entry in a hosted sparse (KDMV) file, through the primary grain
+# directory named by the header (gdOffset at 56, numGTEsPerGT at 44).
+# Fails if K's table is a grain-directory hole.
+kdmv_gte_offset ()
+{
+    local gd n gt
+    gd=$(u64 "$1" 56)
+    n=$(u32 "$1" 44)
+    gt=$(u32 "$1" $(( gd * 512 + 4 * ($2 / n) )))
+    test "$gt" -gt 0
+    echo $(( gt * 512 + 4 * ($2 % n) ))
+}
+
+# grain_marker VMDK K: the byte offset of grain K's grain marker in a
+# streamOptimized file whose header holds the real gdOffset (as
+# qemu-img writes them).
+grain_marker ()
+{
+    local sec
+    sec=$(u32 "$1" "$(kdmv_gte_offset "$1" "$2")")
+    test "$sec" -gt 1
+    echo $(( sec * 512 ))
+}
+
+# metadata_marker TYPE [NUMSECTORS]: a 512-byte streamOptimized
+# metadata marker on stdout (0 end-of-stream, 1 GT, 2 GD, 3 footer,
+# 4 progress).
+metadata_marker ()
+{
+    le_bytes "${2:-0}" 8
+    le_bytes 0 4
+    le_bytes "$1" 4
+    head -c 496 /dev/zero
+}
+
+# stream_gd_at_end IN OUT: rewrite a streamOptimized image written by
+# qemu-img (real gdOffset in the header, an end-of-stream marker last)
+# the way VMware streams one: header gdOffset = GD_AT_END, and at the
+# end a footer marker, the footer (the original header, with the real
+# gdOffset) and the end-of-stream marker.
+stream_gd_at_end ()
+{
+    local in="$1" out="$2" fsize
+    fsize=$(stat -c %s "$in")
+    test "$(u64 "$in" $(( fsize - 512 + 8 )))" -eq 0     # ends with EOS
+    {
+        head -c $(( fsize - 512 )) "$in"
+        metadata_marker 3 1
+        head -c 512 "$in"
+        metadata_marker 0
+    } > "$out"
+    put_le "$out" 56 8 -1
+}
+
+# ---------------------------------------------------------------------
 # Maps.  The common form is "START LENGTH TYPE" a line, TYPE being the
 # NBD base:allocation flags (0 data, 2 zero, 3 hole,zero), adjacent
 # entries of one type merged.  (Debian's awk is mawk: print big numbers
@@ -544,14 +625,7 @@ u32s ()
 }
 
 # put_u32 FILE OFFSET VALUE: store VALUE (0 to 2^32 - 1) in place.
-put_u32 ()
-{
-    local v="$3" octal
-    octal=$(printf '\\%03o' $(( v & 255 )) $(( v >> 8 & 255 )) \
-                   $(( v >> 16 & 255 )) $(( v >> 24 & 255 )))
-    # shellcheck disable=SC2059 # the format is the four octal escapes
-    printf "$octal" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
+put_u32 () { put_le "$1" "$2" 4 "$3"; }
 
 # ---------------------------------------------------------------------
 # Built helpers.

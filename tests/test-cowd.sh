@@ -10,8 +10,8 @@
 # it.  For each: qemu-img convert, the plugin through nbdcopy (with and
 # without --no-extents) and the raw source must agree byte for byte, and
 # "nbdinfo --map" must match the allocation mkcowd made (and qemu-img
-# map's view of it).  Then malformed headers and tables must give clear
-# errors, and a bad grain pointer must fail only the reads that touch it.
+# map's view of it).  Malformed headers, tables and parent names are
+# cases of test-malformed.sh; here, odd but valid headers still read.
 # A child redo log (mkcowd -p) is read alone (single-link) and through
 # the monolithicSparse parent its header names.  Writes: test-cowd-write.sh.
 #
@@ -183,31 +183,6 @@ expect_open_error ()
     fi
 }
 
-# read_range IMG OFFSET LENGTH OUT: read a range through the offset
-# filter (reads only: --no-extents, so block status cannot fail first);
-# returns nbdcopy's status (never a crash).  One request at a time:
-# when a read fails nbdcopy hangs up at once, and nbdkit 1.32 can then
-# abort (raw_send_socket: Assertion `sock >= 0') while replying to a
-# request still in flight, which would look like a crash here.
-read_range ()
-{
-    local r=0
-    rm -f "$4"
-    nbdkit -U - --filter=offset "$VMDK_PLUGIN" file="$1" \
-           offset="$2" range="$3" \
-           --run "nbdcopy --no-extents --connections=1 --requests=1 \
-                  \"\$uri\" $4" > range.log 2>&1 ||
-        r=$?
-    cat range.log
-    if [ "$r" -ge 128 ] ||
-           grep -E 'Sanitizer|core dumped|Segmentation|Aborted' range.log
-    then
-        echo "$0: $1: crashed reading [$2, +$3)" >&2
-        exit 1
-    fi
-    return "$r"
-}
-
 # ---------------------------------------------------------------------
 # Good images.
 
@@ -277,14 +252,6 @@ nbdkit -v -U - "$VMDK_PLUGIN" file=child.vmdk single-link=true \
 cat child.log
 grep -q 'flags 0x2 ' child.log
 grep -q 'COWD child of "base-disk.vmdk" (parent generation 1)' child.log
-# A parent name that is not NUL-terminated: corrupt, and the chain
-# code needs it (even single-link asks for it), so the open fails.
-cp child.vmdk child-bad.vmdk
-head -c 1024 /dev/zero | tr '\0' x |
-    dd of=child-bad.vmdk bs=1 seek=32 conv=notrunc status=none
-expect_open_error child-bad.vmdk \
-    'COWD parent file name is not NUL-terminated within its 1024 bytes'
-
 # Through the chain: the parent is a monolithicSparse disk (64 KiB
 # grains) with data almost everywhere; the child's grains (8 sectors)
 # are c.raw's non-zero ones, whole (their zero bytes included), and
@@ -334,104 +301,23 @@ put_le32 c-stale-ext.vmdk $((gt0 * 512 + (last + 1) * 4)) 4294967295
 check_reads c-stale.vmdk c-long.raw no
 
 # ---------------------------------------------------------------------
-# Malformed headers: clear open errors, no crash.  Offsets: version 4,
-# flags 8, capacity 12, grainSize 16, GD sector 20, GD entries 24.
+# Odd but valid headers.  Offsets: GD entries 24, next free sector 28.
 
-bad ()
+odd_header ()
 {
     cp a.vmdk "$1"
     put_le32 "$1" "$2" "$3"
 }
-bad v2.vmdk 4 2
-expect_open_error v2.vmdk 'v2.vmdk: COWD header version is 2, only version 1'
-bad cap0.vmdk 12 0
-expect_open_error cap0.vmdk 'COWD header capacity is 0 sectors'
-bad g0.vmdk 16 0
-expect_open_error g0.vmdk 'grainSize is 0 sectors, it must be a power of 2'
-bad g3.vmdk 16 3
-expect_open_error g3.vmdk 'grainSize is 3 sectors'
-bad g4096.vmdk 16 4096
-expect_open_error g4096.vmdk 'grainSize is 4096 sectors.*from 1 to 2048'
-bad gdfar.vmdk 20 1048576
-expect_open_error gdfar.vmdk \
-    'grain directory at sector 1048576 .* beyond the end of the file'
-bad gdhdr.vmdk 20 1
-expect_open_error gdhdr.vmdk 'grain directory sector is 1, inside the'
-bad gdfew.vmdk 24 4
-expect_open_error gdfew.vmdk 'has 4 entries, too few .* \(5 needed'
-# The same through a descriptor: the error names the line too.
-sed 's/"a.vmdk"/"g0.vmdk"/' a-desc.vmdk > g0-desc.vmdk
-expect_open_error g0-desc.vmdk 'extent.*g0.vmdk: COWD header grainSize is 0'
-
-# Truncated headers: inside the first sector (caught on the main file),
-# and past it (caught reading the full 2048 bytes).
-cp a.vmdk trunc1.vmdk
-truncate -s 100 trunc1.vmdk
-expect_open_error trunc1.vmdk 'COWD header is truncated'
-cp a.vmdk trunc2.vmdk
-truncate -s 1000 trunc2.vmdk
-expect_open_error trunc2.vmdk \
-    'COWD header is truncated: the file is 1000 bytes, the header 2048'
-sed 's/"a.vmdk"/"trunc2.vmdk"/' a-desc.vmdk > trunc2-desc.vmdk
-expect_open_error trunc2-desc.vmdk 'COWD header is truncated'
 
 # More entries than needed is fine (only the needed ones are read).
-bad gdmore.vmdk 24 4000000000
+odd_header gdmore.vmdk 24 4000000000
 check_reads gdmore.vmdk a.raw no
 
 # next free sector past the end is only a debug note.
-bad nextfree.vmdk 28 4000000000
+odd_header nextfree.vmdk 28 4000000000
 nbdkit -v -U - "$VMDK_PLUGIN" file=nextfree.vmdk -D vmdk.open=1 --run true \
        > nf.log 2>&1
 grep -q 'next free sector 4000000000 is past the end' nf.log
 check_reads nextfree.vmdk a.raw no
-
-# ---------------------------------------------------------------------
-# A grain-table entry pointing past EOF: EIO on that grain only.  In a
-# (1-sector grains), table 0 is allocated in order; corrupt the entry
-# for sector 5 of the run at sectors 0-9.
-
-gt0=$(get_le32 a.vmdk 2048)
-test "$gt0" -gt 4
-cp a.vmdk gte-eof.vmdk
-put_le32 gte-eof.vmdk $((gt0 * 512 + 5 * 4)) 4000000000
-r=0; read_range gte-eof.vmdk 0 $((9 * M + 3 * 512)) out.raw || r=$?
-test "$r" -ne 0
-grep -q 'grain table 0 entry 5 = sector 4000000000 points outside the file' \
-     range.log
-read_range gte-eof.vmdk $((5 * 512)) 512 out.raw && exit 1
-read_range gte-eof.vmdk 0 $((5 * 512)) out.raw
-cmp out.raw <(head -c $((5 * 512)) a.raw)
-read_range gte-eof.vmdk $((6 * 512)) $((9 * M - 3 * 512)) out.raw
-cmp out.raw <(tail -c +$((6 * 512 + 1)) a.raw)
-# Block status: the bad grain fails (EIO, no crash), the rest works.
-r=0
-nbdkit -U - --filter=offset "$VMDK_PLUGIN" file=gte-eof.vmdk \
-       offset=$((5 * 512)) range=512 \
-       --run 'nbdinfo --map "$uri"' > map.log 2>&1 || r=$?
-cat map.log
-test "$r" -ne 0 && test "$r" -lt 128
-grep -q 'Input/output error' map.log
-nbdkit -U - --filter=offset "$VMDK_PLUGIN" file=gte-eof.vmdk \
-       offset=$((6 * 512)) range=$((9 * M - 3 * 512)) \
-       --run 'nbdinfo --map "$uri"'
-
-# A grain-table entry pointing into the header: EIO too.
-cp a.vmdk gte-hdr.vmdk
-put_le32 gte-hdr.vmdk $((gt0 * 512 + 5 * 4)) 2
-read_range gte-hdr.vmdk $((5 * 512)) 512 out.raw && exit 1
-grep -q 'entry 5 = sector 2 points into the header' range.log
-read_range gte-hdr.vmdk 0 $((5 * 512)) out.raw
-
-# A grain-directory entry past EOF: its table's 2 MiB fail, the rest
-# of the disk reads.
-cp a.vmdk gde-eof.vmdk
-put_le32 gde-eof.vmdk $((2048 + 3 * 4)) 4000000000
-read_range gde-eof.vmdk $((6 * M + 4 * K)) 512 out.raw && exit 1
-grep -q 'grain directory entry 3 points outside the file' range.log
-read_range gde-eof.vmdk 0 $((6 * M)) out.raw
-cmp out.raw <(head -c $((6 * M)) a.raw)
-read_range gde-eof.vmdk $((8 * M)) $((M + 3 * 512)) out.raw
-cmp out.raw <(tail -c +$((8 * M + 1)) a.raw)
 
 echo "$0: OK"
