@@ -302,6 +302,15 @@ sparse_open_rw (struct extent *e, const char **reason)
       return 1;
     }
   }
+  /* Grains are allocated past overHead, the sectors of metadata.  One
+   * past the end of the file cannot be right (and one of 2^55 sectors
+   * or more would wrap in bytes).
+   */
+  if (s->h.overhead > d->file_size / SECTOR) {
+    *reason = "the header's overHead (sectors of metadata) lies past the "
+      "end of the file";
+    return 1;
+  }
   if ((s->h.flags & SPARSE_FLAG_RGD) && s->h.rgd_offset != 0) {
     r = load_rgd (s, reason);
     if (r != 0)

@@ -253,6 +253,27 @@ synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
  * descriptor, or a text descriptor.  On return img->desc is set, and
  * *self is the main file's io if it is itself the (only) extent.
  */
+/* The parser stops at the first NUL (the padding of embedded
+ * descriptors).  In a descriptor file, NULs may only pad the end:
+ * text after one would be silently ignored.
+ */
+static int
+check_nul_padding (const char *text, size_t len, const char *name)
+{
+  const char *nul = memchr (text, '\0', len);
+  size_t i;
+
+  if (nul == NULL)
+    return 0;
+  for (i = nul - text; i < len; ++i)
+    if (text[i] != '\0')
+      return vmdk_error (EINVAL, "%s: descriptor file has a NUL byte at "
+                         "offset %td followed by more text at offset %zu "
+                         "(text after NUL would be ignored)", name,
+                         nul - text, i);
+  return 0;
+}
+
 static int
 read_main_file (struct vmdk_image *img, struct vmdk_io *io,
                 struct vmdk_io **self)
@@ -305,7 +326,8 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
   text = malloc (size + 1);
   if (text == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
-  if (io_pread_full (io, text, size, 0, "descriptor") == -1) {
+  if (io_pread_full (io, text, size, 0, "descriptor") == -1 ||
+      check_nul_padding (text, size, io->name) == -1) {
     free (text);
     return -1;
   }

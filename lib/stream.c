@@ -329,18 +329,28 @@ inflate_grain (struct stream *s, const struct run *run, unsigned char *out,
   return r;
 }
 
-/* Was grain index partially inflated lately?  Remembers it if not.
- * A lossy, lock-free set: a slot holds the last index that hashed to
- * it, so an answer may be wrong, which only costs speed.
+/* Grains read lately, in a lossy, lock-free set: a slot holds the
+ * last index that hashed to it, so an answer may be wrong, which only
+ * costs speed.  A grain is remembered after a prefix-only read (so the
+ * next read caches it whole) and after a whole grain failed to inflate
+ * (so that reads of its start keep failing rather than inflate only a
+ * prefix that looks fine).
  */
+static void
+remember (struct stream *s, uint64_t index)
+{
+  atomic_store_explicit (&s->recent[index % RECENT_SLOTS], index + 1,
+                         memory_order_relaxed);
+}
+
+/* Was grain index read lately?  Remembers it if not. */
 static bool
 seen_recently (struct stream *s, uint64_t index)
 {
-  atomic_uint_fast64_t *slot = &s->recent[index % RECENT_SLOTS];
-
-  if (atomic_load_explicit (slot, memory_order_relaxed) == index + 1)
+  if (atomic_load_explicit (&s->recent[index % RECENT_SLOTS],
+                            memory_order_relaxed) == index + 1)
     return true;
-  atomic_store_explicit (slot, index + 1, memory_order_relaxed);
+  remember (s, index);
   return false;
 }
 
@@ -429,12 +439,18 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
       gtcache_loaded (s->cache, pin, r == 0);
       if (r == 0)
         memcpy (buf, out + in_grain, count);
+      else
+        remember (s, index);
       gtcache_unpin (pin);
       return r;
     }
   }
-  if (whole)
-    return inflate_grain (s, run, buf, s->grain_bytes);
+  if (whole) {
+    r = inflate_grain (s, run, buf, s->grain_bytes);
+    if (r == -1 && index <= UINT32_MAX)
+      remember (s, index);
+    return r;
+  }
 
   /* Not cacheable (an index beyond the cache's keys, or no memory). */
   tmp = malloc (s->grain_bytes);
