@@ -69,9 +69,11 @@ make_zlib_key (void)
   pthread_key_create (&zlib_key, free_zlib_state);
 }
 
-/* The calling thread's z_stream, reset for a new stream. */
+/* The calling thread's z_stream, reset for a new stream: window_bits
+ * 15 for a zlib stream, -15 for raw deflate.
+ */
 static z_stream *
-thread_zstream (void)
+thread_zstream (int window_bits)
 {
   z_stream *zs;
 
@@ -94,16 +96,29 @@ thread_zstream (void)
       return NULL;
     }
   }
-  else if (inflateReset (zs) != Z_OK) {
-    vmdk_error (EIO, "inflateReset failed");
+  if (inflateReset2 (zs, window_bits) != Z_OK) {
+    vmdk_error (EIO, "inflateReset2 failed");
     return NULL;
   }
   return zs;
 }
 
+/* Is this the 2-byte header of a zlib stream (RFC 1950) of deflate
+ * data without a preset dictionary?
+ */
+static bool
+zlib_header_ok (const unsigned char *in, size_t in_len)
+{
+  return in_len >= 2 && (in[0] & 0x0f) == 8 && (in[0] >> 4) <= 7 &&
+    (in[1] & 0x20) == 0 && ((unsigned) in[0] << 8 | in[1]) % 31 == 0;
+}
+
 /* Inflate into out.  whole: the stream must end within out_len bytes.
  * Otherwise stop as soon as out is full (what follows is not looked
- * at); a stream that ends earlier returns its shorter length.
+ * at); a stream that ends earlier returns its shorter length.  A
+ * prefix never reaches the Adler-32 at the end of the stream, so it is
+ * inflated as raw deflate after checking the zlib header by hand,
+ * which spares zlib computing a checksum nobody compares.
  */
 static long
 zlib_inflate (const void *in, size_t in_len, void *out, size_t out_len,
@@ -115,7 +130,13 @@ zlib_inflate (const void *in, size_t in_len, void *out, size_t out_len,
   if (in_len > UINT_MAX || out_len > UINT_MAX)
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": "
                        "compressed grain too large for zlib", name, offset);
-  zs = thread_zstream ();
+  if (!whole) {
+    if (!zlib_header_ok (in, in_len))
+      return corrupt (name, offset, in_len, "zlib", Z_DATA_ERROR);
+    in = (const unsigned char *) in + 2;
+    in_len -= 2;
+  }
+  zs = thread_zstream (whole ? 15 : -15);
   if (zs == NULL)
     return -1;
   zs->next_in = (Bytef *) in;

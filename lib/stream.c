@@ -46,9 +46,11 @@
 #define THREAD_BUF_KEEP (4 * 1024 * 1024 + 4096)
 
 /* Grains whose first read inflated only a prefix, remembered so that a
- * second read caches the whole grain (32 KiB per stream extent).
+ * second read soon after caches the whole grain.  Small on purpose: a
+ * sequential reader comes back within a few requests, while a random
+ * reader landing on a grain read long ago should not pay for caching.
  */
-#define RECENT_SLOTS 4096
+#define RECENT_SLOTS 256
 
 struct stream {
   struct vmdk_io *io;
