@@ -17,10 +17,11 @@
  */
 static __thread char errmsg[1024];
 
-/* Expand %m ourselves, with glibc's untranslated description: the
- * translated strerror takes glibc's locale lock, and with the ASan
- * runtime preloaded into nbdkit that lock was found held for good at
- * exit (libp11-kit's destructor then hung in freelocale).
+/* Expand %m ourselves, with glibc's untranslated description, so that
+ * messages do not depend on the locale.  (This was first done to avoid
+ * an exit hang of nbdkit with the ASan runtime preloaded; that hang
+ * followed any gettext call, nbdkit's own %m included, and its cause
+ * and fix are described in tests/wrappers/nbdkit.)
  */
 static void
 expand_percent_m (char *out, size_t n, const char *fs, int err)

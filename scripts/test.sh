@@ -8,9 +8,10 @@
 #   1. install missing Debian packages (scripts/deps.sh);
 #   2. build in the source tree with --enable-werror and run make -k check;
 #   3. build a copy of the sources in build-sanitizers/ with
-#      --enable-sanitizers --enable-werror (ASan + UBSan) and run all the
-#      lib/ unit tests there (the end-to-end tests run too with make
-#      check in that build, but nbdkit can hang at exit under ASan);
+#      --enable-sanitizers --enable-werror (ASan + UBSan) and run make -k
+#      check there: the lib/ unit tests, and the end-to-end tests with
+#      the plugin loaded into nbdkit with the sanitizer runtimes
+#      preloaded (tests/wrappers/nbdkit);
 #   4. build a copy in build-fuzz/ with --enable-fuzzing and run the
 #      bounded fuzzing check (make -C fuzz check-fuzz, about a minute;
 #      counted as one test);
@@ -177,14 +178,16 @@ if [ "$rc" -eq 0 ]; then
   vmdk_build "$sanitizer_dir" --enable-sanitizers || rc=$?
 fi
 if [ "$rc" -eq 0 ]; then
-  # The unit tests.  The end-to-end tests also work with the sanitizer
-  # runtimes preloaded into nbdkit (make check in this build), but there
-  # nbdkit itself sometimes hangs at exit after an error (its own
-  # strerror and libp11-kit's destructor deadlock on glibc's locale
-  # lock), so CI does not run them until that is worked around.
-  step "make -C build-sanitizers/tests check-unit (ASan+UBSan)"
-  make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir/tests" check-unit || rc=$?
-  collect_logs "$sanitizer_dir" "unit tests (sanitizers)" "$rc"
+  # All the tests: the unit tests are sanitized executables, and every
+  # end-to-end test's nbdkit goes through tests/wrappers/nbdkit, which
+  # preloads the ASan and UBSan runtimes (the sanitized plugin cannot
+  # load otherwise) and works around the exit hang they cause in nbdkit
+  # (see LOCPATH there).  The corpus is the one next to the source tree
+  # (this copy is one directory deeper).
+  step "make -k check in build-sanitizers/ (ASan+UBSan)"
+  VMDK_CORPUS=${VMDK_CORPUS:-$srcdir/../shared/corpus} \
+    make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir" check || rc=$?
+  collect_logs "$sanitizer_dir" "make check (sanitizers)" "$rc"
 else
   extra_failures+=("sanitizer build in build-sanitizers/ failed")
 fi

@@ -15,7 +15,8 @@
 #     checked,
 # and the daemon's peak RSS (VmHWM), read before it is killed, stays
 # under 96 MiB: grain tables (128 MiB of them here) must be cached
-# within the budget, not all held in memory.
+# within the budget, not all held in memory (not checked under ASan,
+# whose shadow memory and quarantine count in the RSS).
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
@@ -25,10 +26,17 @@ requires_plugin
 requires_cmds nbdkit nbdinfo nbdcopy qemu-img qemu-io
 requires qemu-img --version
 requires test -r /proc/self/status
-# Peak RSS means nothing under ASan's shadow memory or valgrind.
-if [ "${SANITIZERS:-no}" = yes ] || [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
-    echo "$0: SKIP: RSS is not measurable under sanitizers or valgrind"
+# Peak RSS means nothing under valgrind (its own memory is counted).
+if [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
+    echo "$0: SKIP: RSS is not measurable under valgrind"
     exit 77
+fi
+# Under ASan the RSS includes shadow memory, redzones and the quarantine
+# of freed blocks, so the budget is not checked (only printed); the rest
+# (opening, maps, whole copy, random reads) runs as usual.
+check_rss=yes
+if [ "${SANITIZERS:-no}" = yes ]; then
+    check_rss=no
 fi
 
 make_scratch big
@@ -123,7 +131,11 @@ for sf in monolithicSparse twoGbMaxExtentSparse; do
 
     rss=$(nbdkit_peak_rss_kib "$sf.pid")
     echo "$0: $sf: nbdkit peak RSS (VmHWM) $rss KiB"
-    test "$rss" -lt "$max_rss_kib"
+    if [ "$check_rss" = yes ]; then
+        test "$rss" -lt "$max_rss_kib"
+    else
+        echo "$0: $sf: RSS budget not checked under sanitizers"
+    fi
 
     kill_nbdkit "$sf.pid"
     rm -rf "$sf"
