@@ -266,11 +266,57 @@ grain_dir_get (struct grain_dir *d, uint64_t gt_index, uint32_t gte_index,
   return 0;
 }
 
+/* A grain that starts inside the file may end past it (a truncated
+ * image, or a hostile one): appending there would make the new grain
+ * the old one's tail, which read as zeroes until then (fuzz-image found
+ * that).  Before the first allocation, move next_free past every such
+ * grain.  That takes reading every table once, so it is done only when
+ * something is about to be allocated.  A table that cannot be read is
+ * skipped: its grains fail to read before and after.
+ */
+static void
+move_past_straddling_grains (struct grain_dir *d)
+{
+  enum grain_kind kind;
+  uint64_t t, foff, end;
+  uint32_t i;
+
+  for (t = 0; t < d->nr_gts; ++t) {
+    const unsigned char *table;
+    struct gt_entry *pin;
+
+    if (gt_offset (d, t) == 0 || gt_offset (d, t) == GD_BAD)
+      continue;
+    table = load_table (d, t, &pin);
+    if (table == NULL)
+      continue;
+    for (i = 0; i < d->gtes_per_gt; ++i)
+      if (d->decode (d, get_gte (table, d->gte_size, i), t, i,
+                     &kind, &foff) == 0 &&
+          kind == GRAIN_DATA &&
+          !ADD_OVERFLOW (foff, d->grain_bytes, &end) &&
+          end > d->next_free) {
+        vmdk_debug (VMDK_DEBUG_OPEN, "%s: grain table %" PRIu64 " entry %"
+                    PRIu32 " ends at byte %" PRIu64 ", past the end of the "
+                    "file: allocations start after it", d->io->name, t, i,
+                    end);
+        d->next_free = end;
+      }
+    gtcache_unpin (pin);
+  }
+}
+
 int
 grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
                    uint64_t *offset)
 {
-  uint64_t off = div_round_up (d->next_free, align) * align, end;
+  uint64_t off, end;
+
+  if (!d->past_straddlers) {
+    move_past_straddling_grains (d);
+    d->past_straddlers = true;
+  }
+  off = div_round_up (d->next_free, align) * align;
 
   if (ADD_OVERFLOW (off, bytes, &end) || end > d->max_offset)
     return vmdk_error (ENOSPC, "%s: the extent file is full: a sparse "
