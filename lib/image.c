@@ -253,25 +253,28 @@ synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
  * descriptor, or a text descriptor.  On return img->desc is set, and
  * *self is the main file's io if it is itself the (only) extent.
  */
-/* The parser stops at the first NUL (the padding of embedded
- * descriptors).  In a descriptor file, NULs may only pad the end:
- * text after one would be silently ignored.
+/* The parser stops at the first NUL, like QEMU's.  In a descriptor
+ * file anything after it is normally NUL padding, but QEMU rewriting
+ * the CID leaves the old tail behind the NUL when the new text is
+ * shorter (it prints the CID without leading zeroes): that must keep
+ * working, so the rest is ignored, with a warning when it is not
+ * padding.
  */
-static int
-check_nul_padding (const char *text, size_t len, const char *name)
+static void
+warn_text_after_nul (const char *text, size_t len, const char *name)
 {
   const char *nul = memchr (text, '\0', len);
   size_t i;
 
   if (nul == NULL)
-    return 0;
+    return;
   for (i = nul - text; i < len; ++i)
-    if (text[i] != '\0')
-      return vmdk_error (EINVAL, "%s: descriptor file has a NUL byte at "
-                         "offset %td followed by more text at offset %zu "
-                         "(text after NUL would be ignored)", name,
-                         nul - text, i);
-  return 0;
+    if (text[i] != '\0') {
+      vmdk_warning ("%s: descriptor file has text after the NUL byte at "
+                    "offset %td (at offset %zu): ignored, as QEMU does",
+                    name, nul - text, i);
+      return;
+    }
 }
 
 static int
@@ -326,11 +329,11 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
   text = malloc (size + 1);
   if (text == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
-  if (io_pread_full (io, text, size, 0, "descriptor") == -1 ||
-      check_nul_padding (text, size, io->name) == -1) {
+  if (io_pread_full (io, text, size, 0, "descriptor") == -1) {
     free (text);
     return -1;
   }
+  warn_text_after_nul (text, size, io->name);
   img->desc = descriptor_parse (text, size, io->name);
   free (text);
   img->desc_offset = 0;
