@@ -9,6 +9,10 @@
  * are decoded as a hosted sparse ("KDMV") header and as a COWD header.
  * A KDMV header that decodes must survive an encode / decode round
  * trip unchanged and satisfy the limits the extent code relies on.
+ * The whole input (up to -max_len, 1 KiB in check-fuzz: the constant
+ * and the volatile header) is also opened as a seSparse extent file:
+ * the constant header, the regions, the volatile header and the grain
+ * directory are checked there.
  */
 
 #include <config.h>
@@ -19,7 +23,9 @@
 #include <string.h>
 
 #include "extent.h"
+#include "gtcache.h"
 #include "header.h"
+#include "io.h"
 #include "vmdk.h"
 
 #define CHECK(cond) \
@@ -62,6 +68,36 @@ check_sparse (const struct sparse_header *h)
   CHECK (h2.compress_algorithm == h->compress_algorithm);
 }
 
+/* Open the input as a seSparse extent file.  Whatever it holds, the
+ * open either fails with a message or yields a sane extent.
+ */
+static void
+check_sesparse (const uint8_t *data, size_t size)
+{
+  struct vmdk_source *src = vmdk_source_memory_new ();
+  struct gtcache *cache = gtcache_new (1024 * 1024);
+  struct extent e = { .access = ACCESS_RDONLY };
+
+  if (src == NULL || cache == NULL ||
+      vmdk_source_memory_add (src, "fuzz-sesparse.vmdk", data, size) == -1)
+    goto out;
+  e.io = src->ops->open (src, "fuzz-sesparse.vmdk", true);
+  if (e.io == NULL)
+    goto out;
+  if (extent_sesparse_init (&e, cache) == 0)
+    CHECK (e.grain_size == 4096);
+  else
+    CHECK (strlen (vmdk_errmsg ()) > 0);
+  if (e.ops && e.ops->free)
+    e.ops->free (&e);
+  io_close (e.io);
+ out:
+  if (cache)
+    gtcache_free (cache);
+  if (src)
+    src->ops->close (src);
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -87,5 +123,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     CHECK (sectors <= UINT64_MAX / 512);
 
   free (buf);
+
+  check_sesparse (data, size);
   return 0;
 }

@@ -70,6 +70,9 @@ add_header ()
   local name=$1 file=$2 m
   m=$(magic "$file")
   case $m in
+    $'\xbe\xba\xfe\xca')      # seSparse: constant and volatile header
+      head -c 1024 "$file" > "$out/fuzz-header/$name"
+      ;;
     KDMV|COWD)
       head -c 512 "$file" > "$out/fuzz-header/$name"
       if [ "$m" = KDMV ]; then
@@ -212,7 +215,7 @@ if [ -d "$corpus" ]; then
     # alone is 6 MiB, too big for an image seed; keep its header.
     for f in "$dir"*.vmdk.gz; do
       [ -f "$f" ] || continue
-      head -c 512 < <(zcat "$f") > "$out/fuzz-header/corpus-$set_name-$(basename "$f" .gz)"
+      head -c 1024 < <(zcat "$f") > "$out/fuzz-header/corpus-$set_name-$(basename "$f" .gz)"
     done
   done
 else
