@@ -171,7 +171,14 @@ mkdesc b 00000002 00000001 a.vmdk > b.vmdk
 refuse "loop a -> b -> a" "loops back" file=a.vmdk
 ln -s self.vmdk selflink.vmdk
 mkdesc self 00000003 00000003 selflink.vmdk > self.vmdk
-refuse "loop through a symlink" "loops back" file=self.vmdk
+if [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then
+    # valgrind has no openat2: the O_NOFOLLOW walk refuses every symlink
+    # before the loop is seen.
+    refuse "loop through a symlink" "refusing a directory outside\|refusing a file outside" \
+           file=self.vmdk
+else
+    refuse "loop through a symlink" "loops back" file=self.vmdk
+fi
 
 # Parent names escaping the directory.
 mkdir -p inner outside
