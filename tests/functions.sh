@@ -337,6 +337,21 @@ fingerprint ()
 }
 
 # ---------------------------------------------------------------------
+# Text descriptors.
+
+# desc FILE CREATETYPE EXTENT-LINE...: write a text descriptor.
+desc ()
+{
+    local f="$1" ct="$2" l
+    shift 2
+    {
+        printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\n'
+        printf 'parentCID=ffffffff\ncreateType="%s"\n\n# Extent description\n' "$ct"
+        for l in "$@"; do printf '%s\n' "$l"; done
+    } > "$f"
+}
+
+# ---------------------------------------------------------------------
 # Binary fields of VMDK files (little-endian; offsets in bytes).
 
 # u32 FILE OFFSET, u64 FILE OFFSET (and u8, u32s, put_u32): see

@@ -613,18 +613,6 @@ variant ()
     put_le "$1" "$3" "$4" "$5"
 }
 
-# desc FILE CREATETYPE EXTENT-LINE...: write a text descriptor.
-desc ()
-{
-    local f="$1" ct="$2" l
-    shift 2
-    {
-        printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\n'
-        printf 'parentCID=ffffffff\ncreateType="%s"\n\n# Extent description\n' "$ct"
-        for l in "$@"; do printf '%s\n' "$l"; done
-    } > "$f"
-}
-
 # zlib_zeros N: a zlib stream (RFC 1950) of N zero bytes on stdout: the
 # deflate data of gzip, between a zlib header and the Adler-32 of N
 # zeroes (a = 1, b = N mod 65521), big-endian.

@@ -22,18 +22,6 @@ cd "$scratch"
 plugin="$VMDK_PLUGIN"
 failures=()
 
-# desc FILE CREATETYPE EXTENT-LINE...: write a text descriptor.
-desc ()
-{
-    local f="$1" ct="$2" l
-    shift 2
-    {
-        printf '# Disk DescriptorFile\nversion=1\nCID=fffffffe\n'
-        printf 'parentCID=ffffffff\ncreateType="%s"\n\n# Extent description\n' "$ct"
-        for l in "$@"; do printf '%s\n' "$l"; done
-    } > "$f"
-}
-
 # refused NAME PATTERN ARGS...: nbdkit must stop at startup within 20 s
 # with PATTERN (fixed string) in its messages, without crashing.
 refused ()
