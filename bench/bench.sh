@@ -320,6 +320,18 @@ while left > 0:
 EOF
 }
 
+# make_vmdk NAME GENERATOR SUBFORMAT: $scratch/NAME.raw, $size_bytes
+# bytes from GENERATOR, and qemu-img's SUBFORMAT copy $scratch/NAME.vmdk.
+make_vmdk ()
+{
+  local name=$1 generator=$2 subformat=$3
+  "$generator" "$size_bytes" >"$scratch/$name.raw"
+  [ "$(stat -c %s "$scratch/$name.raw")" = "$size_bytes" ] ||
+    die "could not make $name.raw"
+  qemu-img convert -f raw -O vmdk -o subformat="$subformat" \
+    "$scratch/$name.raw" "$scratch/$name.vmdk"
+}
+
 file_mib ()
 {
   awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.0f MiB", b / 1048576 }'
@@ -380,20 +392,14 @@ say "settings: size $size, random-write image $write_size, fio runtime ${runtime
 
 if $want_read; then
   say "-- making the read images: $size of random data"
-  random_bytes "$size_bytes" >"$scratch/read.raw"
-  [ "$(stat -c %s "$scratch/read.raw")" = "$size_bytes" ] || die "could not make read.raw"
-  qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse \
-    "$scratch/read.raw" "$scratch/read.vmdk"
+  make_vmdk read random_bytes monolithicSparse
   say "   read.vmdk (monolithicSparse) $(file_mib "$scratch/read.vmdk")"
   add_test seqread MB/s file 0.8 "monolithicSparse sequential read"
   add_test randread IOPS file 0.6 "monolithicSparse random 4K read"
 fi
 if $want_stream; then
   say "-- making the stream images: $size of moderately compressible data"
-  compressible_bytes "$size_bytes" >"$scratch/stream.raw"
-  [ "$(stat -c %s "$scratch/stream.raw")" = "$size_bytes" ] || die "could not make stream.raw"
-  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized \
-    "$scratch/stream.raw" "$scratch/stream.vmdk"
+  make_vmdk stream compressible_bytes streamOptimized
   say "   stream.vmdk (streamOptimized) $(file_mib "$scratch/stream.vmdk")," \
     "ratio $(awk -v r="$size_bytes" -v c="$(stat -c %s "$scratch/stream.vmdk")" 'BEGIN { printf "%.2f", r / c }'):1"
   add_test streamseq MB/s qemu 4 "streamOptimized sequential read"
