@@ -25,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "array.h"
 #include "descriptor.h"
 #include "error.h"
 
@@ -243,8 +244,8 @@ next_token (char **p, bool *quoted, bool *bad)
 }
 
 static int
-parse_extent_line (struct descriptor *d, char *line, const char *orig,
-                   const char *name, unsigned line_no)
+parse_extent_line (struct descriptor *d, size_t *extents_alloc, char *line,
+                   const char *orig, const char *name, unsigned line_no)
 {
   struct descriptor_extent *e;
   char *p = line, *tok[6];
@@ -269,10 +270,9 @@ parse_extent_line (struct descriptor *d, char *line, const char *orig,
   if (d->nr_extents >= DESCRIPTOR_MAX_EXTENTS)
     return vmdk_error (EINVAL, "%s: more than %d extents", name,
                        DESCRIPTOR_MAX_EXTENTS);
-  e = realloc (d->extents, (d->nr_extents + 1) * sizeof *e);
-  if (e == NULL)
-    return vmdk_error (ENOMEM, "realloc: %m");
-  d->extents = e;
+  if (array_reserve ((void **) &d->extents, extents_alloc, d->nr_extents + 1,
+                     sizeof *e) == -1)
+    return -1;
   e = &d->extents[d->nr_extents];
   memset (e, 0, sizeof *e);
   e->line_no = line_no;
@@ -345,18 +345,40 @@ is_extent_line (const char *s)
   return false;
 }
 
+/* The number of lines in text (n bytes): a last line without a
+ * newline counts too.
+ */
+static size_t
+count_lines (const char *text, size_t n)
+{
+  const char *p = text, *end = text + n;
+  size_t lines = 0;
+
+  while (p < end && (p = memchr (p, '\n', end - p)) != NULL) {
+    lines++;
+    p++;
+  }
+  return lines + (n > 0 && text[n - 1] != '\n');
+}
+
 struct descriptor *
 descriptor_parse (const char *text, size_t len, const char *name)
 {
   struct descriptor *d;
   char *copy, *line, *next;
   unsigned line_no = 0;
-  size_t n;
+  size_t n, extents_alloc = 0;
 
   n = strnlen (text, len);
   if (n > DESCRIPTOR_MAX_BYTES) {
     vmdk_error (EINVAL, "%s: descriptor is larger than %d bytes", name,
                 DESCRIPTOR_MAX_BYTES);
+    return NULL;
+  }
+  /* Refuse before any per-line work. */
+  if (count_lines (text, n) > DESCRIPTOR_MAX_LINES) {
+    vmdk_error (EINVAL, "%s: descriptor has more than %d lines", name,
+                DESCRIPTOR_MAX_LINES);
     return NULL;
   }
   d = calloc (1, sizeof *d);
@@ -378,11 +400,7 @@ descriptor_parse (const char *text, size_t len, const char *name)
     next = strchr (line, '\n');
     if (next)
       *next++ = '\0';
-    if (++line_no > DESCRIPTOR_MAX_LINES) {
-      vmdk_error (EINVAL, "%s: descriptor has more than %d lines", name,
-                  DESCRIPTOR_MAX_LINES);
-      goto err;
-    }
+    line_no++;
     s = trim (line);
     if (*s == '\0' || *s == '#')
       continue;
@@ -395,7 +413,8 @@ descriptor_parse (const char *text, size_t len, const char *name)
       }
 
     if (is_extent_line (s)) {
-      if (parse_extent_line (d, s, orig, name, line_no) == -1)
+      if (parse_extent_line (d, &extents_alloc, s, orig, name,
+                             line_no) == -1)
         goto err;
     }
     else if ((eq = strchr (s, '=')) != NULL) {
@@ -426,3 +445,4 @@ descriptor_parse (const char *text, size_t len, const char *name)
   descriptor_free (d);
   return NULL;
 }
+
