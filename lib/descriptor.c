@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 
 #include "array.h"
 #include "descriptor.h"
@@ -446,3 +447,116 @@ descriptor_parse (const char *text, size_t len, const char *name)
   return NULL;
 }
 
+struct descriptor *
+descriptor_new_bare (uint64_t capacity, enum extent_type type,
+                     const char *name)
+{
+  struct descriptor *d;
+
+  if (capacity == 0 || capacity > UINT64_MAX / 512) {
+    vmdk_error (EINVAL, "%s: header capacity %" PRIu64 " sectors is "
+                "invalid and there is no descriptor", name, capacity);
+    return NULL;
+  }
+  d = calloc (1, sizeof *d);
+  if (d == NULL ||
+      (d->extents = calloc (1, sizeof *d->extents)) == NULL ||
+      (d->create_type = strdup ("monolithicSparse")) == NULL ||
+      (d->extents[0].line = strdup ("(no descriptor)")) == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    if (d)
+      d->nr_extents = d->extents ? 1 : 0;
+    descriptor_free (d);
+    return NULL;
+  }
+  d->nr_extents = 1;
+  d->version = 1;
+  d->parent_cid = CID_NONE;
+  d->extents[0].access = ACCESS_RW;
+  d->extents[0].sectors = capacity;
+  d->extents[0].type = type;
+  return d;
+}
+
+/* In a descriptor file anything after the NUL is normally padding, but
+ * QEMU rewriting the CID leaves the old tail behind the NUL when the
+ * new text is shorter (it prints the CID without leading zeroes): such
+ * files must keep working, so the rest is ignored, with a warning when
+ * it is not padding.
+ */
+void
+descriptor_warn_text_after_nul (const char *text, size_t len,
+                                const char *name)
+{
+  const char *nul = memchr (text, '\0', len);
+  size_t i;
+
+  if (nul == NULL)
+    return;
+  for (i = nul - text; i < len; ++i)
+    if (text[i] != '\0') {
+      vmdk_warning ("%s: descriptor file has text after the NUL byte at "
+                    "offset %td (at offset %zu): ignored, as QEMU does",
+                    name, nul - text, i);
+      return;
+    }
+}
+
+static bool
+is_blank (char c)
+{
+  return c == ' ' || c == '\t';
+}
+
+int
+descriptor_find_cid (const char *text, size_t len, size_t *start,
+                     size_t *width, const char *name)
+{
+  size_t pos = 0, p;
+
+  len = strnlen (text, len);
+  /* Find "CID" at the start of a line, then "=" and the digits. */
+  for (;;) {
+    while (pos < len && is_blank (text[pos]))
+      pos++;
+    if (len - pos >= 3 && strncasecmp (text + pos, "CID", 3) == 0) {
+      p = pos + 3;
+      while (p < len && is_blank (text[p]))
+        p++;
+      if (p < len && text[p] == '=') {
+        p++;
+        while (p < len && (is_blank (text[p]) || text[p] == '"'))
+          p++;
+        break;
+      }
+    }
+    while (pos < len && text[pos] != '\n')
+      pos++;
+    if (pos >= len)
+      return 0;
+    pos++;
+  }
+  *start = p;
+  while (p < len && isxdigit ((unsigned char) text[p]))
+    p++;
+  *width = p - *start;
+  if (*width == 0)
+    return vmdk_error (EINVAL, "%s: the CID line has no value", name);
+  if (*width > 16)
+    *width = 16;
+  return 1;
+}
+
+uint32_t
+descriptor_random_cid (unsigned width, uint32_t avoid)
+{
+  uint32_t cid, limit;
+
+  limit = width >= 8 ? UINT32_MAX : (UINT32_C (1) << (4 * width)) - 1;
+  do {
+    if (getrandom (&cid, sizeof cid, 0) != sizeof cid)
+      cid = (uint32_t) random ();
+    cid &= limit;
+  } while (cid == avoid || cid >= 0xfffffffe);
+  return cid;
+}

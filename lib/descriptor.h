@@ -60,6 +60,34 @@ extern struct descriptor *descriptor_parse (const char *text, size_t len,
                                             const char *name);
 extern void descriptor_free (struct descriptor *d);
 
+/* The descriptor of a bare sparse or COWD file that has none: one RW
+ * extent of capacity sectors (the file itself), named "(no descriptor)".
+ * name is used in messages.  Returns NULL on error.
+ */
+extern struct descriptor *descriptor_new_bare (uint64_t capacity,
+                                               enum extent_type type,
+                                               const char *name);
+
+/* A descriptor file ends at its first NUL, as in QEMU.  Warn if text
+ * (not NUL padding) follows it.
+ */
+extern void descriptor_warn_text_after_nul (const char *text, size_t len,
+                                            const char *name);
+
+/* Find the value of the "CID=" line (not parentCID) in text: *start is
+ * the offset of its first hex digit, *width the number of digits (at
+ * most 16).  Returns 1 if found, 0 if there is no CID line, -1 with an
+ * error if the line has no value.
+ */
+extern int descriptor_find_cid (const char *text, size_t len,
+                                size_t *start, size_t *width,
+                                const char *name);
+
+/* A random CID that fits width hex digits (8 for a full one), differs
+ * from avoid, and is never ffffffff or fffffffe.
+ */
+extern uint32_t descriptor_random_cid (unsigned width, uint32_t avoid);
+
 /* Does this look like the start of a descriptor (not binary junk)? */
 extern bool descriptor_probe (const char *text, size_t len);
 

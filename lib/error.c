@@ -18,10 +18,9 @@
 static __thread char errmsg[1024];
 
 /* Expand %m ourselves, with glibc's untranslated description, so that
- * messages do not depend on the locale.  (This was first done to avoid
- * an exit hang of nbdkit with the ASan runtime preloaded; that hang
- * followed any gettext call, nbdkit's own %m included, and its cause
- * and fix are described in tests/wrappers/nbdkit.)
+ * messages do not depend on the locale (and the engine never calls
+ * gettext: see tests/wrappers/nbdkit for what that does to nbdkit
+ * under a preloaded ASan runtime).
  */
 static void
 expand_percent_m (char *out, size_t n, const char *fs, int err)

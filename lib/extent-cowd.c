@@ -29,53 +29,11 @@
 
 #include "checked.h"
 #include "error.h"
-#include "extent.h"
+#include "graindir.h"
 #include "header.h"
 #include "le.h"
 
-#define COWD_VERSION 1
-#define COWD_GTES_PER_GT 4096
-/* The header occupies sectors 0-3: nothing may point inside it. */
-#define COWD_HEADER_SECTORS (COWD_HEADER_SIZE / SECTOR)
-/* Grains of 1 sector (ESX's default) up to 1 MiB, so one table covers
- * at most 4 GiB.  Larger grains are not known to exist.
- */
-#define COWD_MAX_GRAIN_SECTORS 2048
-#define COWD_PARENT_NAME_LEN 1024
 #define COWD_GT_BYTES (COWD_GTES_PER_GT * 4)
-
-/* Header offsets. */
-#define COWD_OFF_VERSION     4
-#define COWD_OFF_FLAGS       8
-#define COWD_OFF_CAPACITY   12
-#define COWD_OFF_GRAIN      16
-#define COWD_OFF_GD         20
-#define COWD_OFF_GD_ENTRIES 24
-#define COWD_OFF_NEXT_FREE  28
-#define COWD_OFF_PARENT     32    /* child only: parent file name[1024] */
-#define COWD_OFF_PARENT_GEN 1056  /* child only: parent generation */
-#define COWD_OFF_GENERATION 1060
-#define COWD_OFF_UNCLEAN    1648
-
-/* Flags (cow_ext.h).  ROOT says the union at offset 32 holds geometry,
- * not a parent name.
- */
-#define COWD_FLAG_ROOT          0x01
-#define COWD_FLAG_CHECKCAPABLE  0x02
-#define COWD_FLAG_INCONSISTENT  0x04
-#define COWD_KNOWN_FLAGS \
-  (COWD_FLAG_ROOT | COWD_FLAG_CHECKCAPABLE | COWD_FLAG_INCONSISTENT)
-
-struct cowd_header {
-  uint32_t version;
-  uint32_t flags;
-  uint32_t capacity;            /* sectors */
-  uint32_t grain_size;          /* sectors */
-  uint32_t gd_sector;
-  uint32_t gd_entries;
-  uint32_t next_free;           /* sectors: allocations start here */
-  uint64_t nr_gts;              /* tables needed to cover capacity */
-};
 
 struct cowd {
   struct cowd_header h;
@@ -88,71 +46,6 @@ struct cowd {
   bool parent_bad;
   char ro_reason[200];          /* why open_rw refused, if it did */
 };
-
-bool
-cowd_is_magic (const unsigned char *buf)
-{
-  return memcmp (buf, "COWD", 4) == 0;
-}
-
-/* Decode and validate the fields in the first 32 bytes: everything that
- * does not need the file size.
- */
-static int
-decode_header (const unsigned char *buf, struct cowd_header *h,
-               const char *name)
-{
-  uint64_t coverage;
-
-  if (!cowd_is_magic (buf))
-    return vmdk_error (EINVAL, "%s: not a COWD file (bad magic)", name);
-  h->version = get_le32 (buf + COWD_OFF_VERSION);
-  h->flags = get_le32 (buf + COWD_OFF_FLAGS);
-  h->capacity = get_le32 (buf + COWD_OFF_CAPACITY);
-  h->grain_size = get_le32 (buf + COWD_OFF_GRAIN);
-  h->gd_sector = get_le32 (buf + COWD_OFF_GD);
-  h->gd_entries = get_le32 (buf + COWD_OFF_GD_ENTRIES);
-  h->next_free = get_le32 (buf + COWD_OFF_NEXT_FREE);
-
-  if (h->version != COWD_VERSION)
-    return vmdk_error (EINVAL, "%s: COWD header version is %" PRIu32
-                       ", only version %d is known", name, h->version,
-                       COWD_VERSION);
-  if (h->capacity == 0)
-    return vmdk_error (EINVAL, "%s: COWD header capacity is 0 sectors",
-                       name);
-  if (!is_power_of_2 (h->grain_size) ||
-      h->grain_size > COWD_MAX_GRAIN_SECTORS)
-    return vmdk_error (EINVAL, "%s: COWD header grainSize is %" PRIu32
-                       " sectors, it must be a power of 2 from 1 to %d",
-                       name, h->grain_size, COWD_MAX_GRAIN_SECTORS);
-  if (h->gd_sector < COWD_HEADER_SECTORS)
-    return vmdk_error (EINVAL, "%s: COWD header grain directory sector is %"
-                       PRIu32 ", inside the %d-byte header", name,
-                       h->gd_sector, COWD_HEADER_SIZE);
-  /* Both factors are bounded above, so no overflow. */
-  coverage = (uint64_t) COWD_GTES_PER_GT * h->grain_size;
-  h->nr_gts = div_round_up (h->capacity, coverage);
-  if (h->gd_entries < h->nr_gts)
-    return vmdk_error (EINVAL, "%s: COWD header says the grain directory "
-                       "has %" PRIu32 " entries, too few to cover the "
-                       "capacity of %" PRIu32 " sectors (%" PRIu64
-                       " needed with %" PRIu32 "-sector grains)", name,
-                       h->gd_entries, h->capacity, h->nr_gts,
-                       h->grain_size);
-  return 0;
-}
-
-int
-cowd_capacity (const unsigned char *buf, uint64_t *sectors, const char *name)
-{
-  struct cowd_header h;
-
-  if (decode_header (buf, &h, name) == -1)
-    return -1;
-  *sectors = h.capacity;
-  return 0;
-}
 
 static int
 cowd_decode (const struct grain_dir *d, uint64_t gte, uint64_t gt_index,
@@ -267,49 +160,6 @@ dir_cowd (struct grain_dir *d)
   return (struct cowd *) ((char *) d - offsetof (struct cowd, dir));
 }
 
-static int
-cowd_pwrite (struct extent *e, const void *buf, size_t count,
-             uint64_t offset, const struct write_ctx *ctx)
-{
-  struct cowd *c = e->priv;
-
-  return grain_dir_pwrite (&c->dir, e, buf, count, offset, ctx);
-}
-
-/* With no zeroed-grain value, whole grains are zeroed by deallocating
- * them (no parent, MAY_TRIM) or by writing zeroes; trim deallocates
- * only where no parent would show through.
- */
-static int
-cowd_zero (struct extent *e, uint64_t offset, uint64_t count,
-           unsigned flags, const struct write_ctx *ctx)
-{
-  struct cowd *c = e->priv;
-
-  return grain_dir_zero (&c->dir, e, offset, count, flags, ctx);
-}
-
-static int
-cowd_trim (struct extent *e, uint64_t offset, uint64_t count,
-           const struct write_ctx *ctx)
-{
-  struct cowd *c = e->priv;
-
-  return grain_dir_trim (&c->dir, e, offset, count, ctx);
-}
-
-static int
-cowd_flush (struct extent *e)
-{
-  struct cowd *c = e->priv;
-  int r;
-
-  pthread_mutex_lock (&c->dir.alloc_lock);
-  r = grain_dir_flush_locked (&c->dir);
-  pthread_mutex_unlock (&c->dir.alloc_lock);
-  return r;
-}
-
 /* The header's next free sector must stay at or past the end of every
  * grain and table that a table entry on disk can point at: VMware
  * allocates from it, so a value smaller than our allocations would let
@@ -378,7 +228,7 @@ cowd_begin_rw (struct extent *e)
 static int
 cowd_close_rw (struct extent *e)
 {
-  if (cowd_flush (e) == -1)
+  if (grain_dir_flush (e) == -1)
     return -1;
   return set_unclean (e->priv, 0);
 }
@@ -467,6 +317,10 @@ cowd_open_rw (struct extent *e, const char **reason)
    * pointing lower is corrupt and never written through.
    */
   d->first_data = meta_end;
+  /* No zeroed-grain entry: whole grains are zeroed by deallocating
+   * them (no parent, MAY_TRIM) or by writing zeroes, and trim
+   * deallocates only where no parent would show through.
+   */
   d->zeroed_grain_value = 0;
   d->before_tables = cowd_write_next_free;
   vmdk_debug (VMDK_DEBUG_OPEN, "%s: COWD writable: allocations from byte %"
@@ -479,10 +333,10 @@ static const struct extent_ops cowd_ops = {
   .lookup = cowd_lookup,
   .free = cowd_free,
   .open_rw = cowd_open_rw,
-  .pwrite = cowd_pwrite,
-  .zero = cowd_zero,
-  .trim = cowd_trim,
-  .flush = cowd_flush,
+  .pwrite = grain_dir_pwrite,
+  .zero = grain_dir_zero,
+  .trim = grain_dir_trim,
+  .flush = grain_dir_flush,
   .begin_rw = cowd_begin_rw,
   .close_rw = cowd_close_rw,
 };
@@ -539,6 +393,7 @@ extent_cowd_init (struct extent *e, struct gtcache *cache)
     return vmdk_error (ENOMEM, "calloc: %m");
   e->priv = c;
   e->ops = &cowd_ops;
+  e->dir = &c->dir;
 
   if (e->io->ops->get_size (e->io, &c->dir.file_size) == -1)
     return -1;
@@ -547,7 +402,7 @@ extent_cowd_init (struct extent *e, struct gtcache *cache)
                        PRIu64 " bytes, the header %d", name,
                        c->dir.file_size, COWD_HEADER_SIZE);
   if (io_pread_full (e->io, buf, sizeof buf, 0, "COWD header") == -1 ||
-      decode_header (buf, &c->h, name) == -1)
+      cowd_header_decode (buf, &c->h, name) == -1)
     return -1;
   read_parent_name (c, buf, name);
 

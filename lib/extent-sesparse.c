@@ -31,7 +31,7 @@
 
 #include "checked.h"
 #include "error.h"
-#include "extent.h"
+#include "graindir.h"
 #include "header.h"
 #include "le.h"
 
@@ -415,6 +415,7 @@ extent_sesparse_init (struct extent *e, struct gtcache *cache)
     return vmdk_error (ENOMEM, "calloc: %m");
   e->priv = s;
   e->ops = &sesparse_ops;
+  e->dir = &s->dir;
 
   if (e->io->ops->get_size (e->io, &s->dir.file_size) == -1 ||
       io_pread_full (e->io, buf, sizeof buf, 0,

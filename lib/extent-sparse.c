@@ -17,7 +17,7 @@
 
 #include "checked.h"
 #include "error.h"
-#include "extent.h"
+#include "graindir.h"
 #include "header.h"
 #include "le.h"
 #include "stream.h"
@@ -170,45 +170,6 @@ sparse_free (struct extent *e)
   }
 }
 
-static int
-sparse_pwrite (struct extent *e, const void *buf, size_t count,
-               uint64_t offset, const struct write_ctx *ctx)
-{
-  struct sparse *s = e->priv;
-
-  return grain_dir_pwrite (&s->dir, e, buf, count, offset, ctx);
-}
-
-static int
-sparse_zero (struct extent *e, uint64_t offset, uint64_t count,
-             unsigned flags, const struct write_ctx *ctx)
-{
-  struct sparse *s = e->priv;
-
-  return grain_dir_zero (&s->dir, e, offset, count, flags, ctx);
-}
-
-static int
-sparse_trim (struct extent *e, uint64_t offset, uint64_t count,
-             const struct write_ctx *ctx)
-{
-  struct sparse *s = e->priv;
-
-  return grain_dir_trim (&s->dir, e, offset, count, ctx);
-}
-
-static int
-sparse_flush (struct extent *e)
-{
-  struct sparse *s = e->priv;
-  int r;
-
-  pthread_mutex_lock (&s->dir.alloc_lock);
-  r = grain_dir_flush_locked (&s->dir);
-  pthread_mutex_unlock (&s->dir.alloc_lock);
-  return r;
-}
-
 /* uncleanShutdown is byte 72 of the header: set while open for writing
  * (VirtualBox does the same), cleared on a clean close.
  */
@@ -228,7 +189,7 @@ sparse_close_rw (struct extent *e)
 {
   struct sparse *s = e->priv;
 
-  if (sparse_flush (e) == -1)
+  if (grain_dir_flush (e) == -1)
     return -1;
   return set_unclean (s, 0);
 }
@@ -342,10 +303,10 @@ static const struct extent_ops sparse_ops = {
   .read_compressed = sparse_read_compressed,
   .free = sparse_free,
   .open_rw = sparse_open_rw,
-  .pwrite = sparse_pwrite,
-  .zero = sparse_zero,
-  .trim = sparse_trim,
-  .flush = sparse_flush,
+  .pwrite = grain_dir_pwrite,
+  .zero = grain_dir_zero,
+  .trim = grain_dir_trim,
+  .flush = grain_dir_flush,
   .begin_rw = sparse_begin_rw,
   .close_rw = sparse_close_rw,
 };
@@ -362,6 +323,7 @@ extent_sparse_init (struct extent *e, struct gtcache *cache)
     return vmdk_error (ENOMEM, "calloc: %m");
   e->priv = s;
   e->ops = &sparse_ops;
+  e->dir = &s->dir;
 
   if (e->io->ops->get_size (e->io, &s->dir.file_size) == -1 ||
       io_pread_full (e->io, buf, sizeof buf, 0, "sparse header") == -1 ||

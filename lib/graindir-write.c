@@ -18,7 +18,7 @@
 
 #include "checked.h"
 #include "error.h"
-#include "extent.h"
+#include "graindir.h"
 #include "header.h"
 
 /* Writing.
@@ -134,9 +134,10 @@ write_in_grain (struct grain_dir *d, struct extent *e, const void *buf,
 }
 
 int
-grain_dir_pwrite (struct grain_dir *d, struct extent *e, const void *buf,
-                  size_t count, uint64_t offset, const struct write_ctx *ctx)
+grain_dir_pwrite (struct extent *e, const void *buf, size_t count,
+                  uint64_t offset, const struct write_ctx *ctx)
 {
+  struct grain_dir *d = e->dir;
   const unsigned char *b = buf;
 
   while (count > 0) {
@@ -154,15 +155,15 @@ grain_dir_pwrite (struct grain_dir *d, struct extent *e, const void *buf,
 
 /* Write zeroes through the normal write path (allocating). */
 static int
-write_zeroes (struct grain_dir *d, struct extent *e, uint64_t offset,
-              uint64_t count, const struct write_ctx *ctx)
+write_zeroes (struct extent *e, uint64_t offset, uint64_t count,
+              const struct write_ctx *ctx)
 {
   static const unsigned char zeroes[65536];
 
   while (count > 0) {
     size_t n = MIN (count, (uint64_t) sizeof zeroes);
 
-    if (grain_dir_pwrite (d, e, zeroes, n, offset, ctx) == -1)
+    if (grain_dir_pwrite (e, zeroes, n, offset, ctx) == -1)
       return -1;
     offset += n;
     count -= n;
@@ -277,15 +278,15 @@ apply_zero (struct zero_req *z, uint64_t offset, uint64_t n,
   case ZA_NOTHING: return 0;
   case ZA_SET_ZEROED: return replace_grain (z->d, p, z->d->zeroed_grain_value);
   case ZA_DEALLOCATE: return replace_grain (z->d, p, 0);
-  case ZA_WRITE: default: return write_zeroes (z->d, z->e, offset, n, z->ctx);
+  case ZA_WRITE: default: return write_zeroes (z->e, offset, n, z->ctx);
   }
 }
 
 int
-grain_dir_zero (struct grain_dir *d, struct extent *e, uint64_t offset,
-                uint64_t count, unsigned flags, const struct write_ctx *ctx)
+grain_dir_zero (struct extent *e, uint64_t offset, uint64_t count,
+                unsigned flags, const struct write_ctx *ctx)
 {
-  struct zero_req z = { d, e, flags, ctx };
+  struct zero_req z = { e->dir, e, flags, ctx };
 
   /* Fast zero fails before anything changes. */
   if ((flags & EXTENT_ZERO_FAST) &&
@@ -310,10 +311,22 @@ apply_trim (struct zero_req *z, uint64_t offset, uint64_t n,
 }
 
 int
-grain_dir_trim (struct grain_dir *d, struct extent *e, uint64_t offset,
-                uint64_t count, const struct write_ctx *ctx)
+grain_dir_trim (struct extent *e, uint64_t offset, uint64_t count,
+                const struct write_ctx *ctx)
 {
-  struct zero_req z = { d, e, 0, ctx };
+  struct zero_req z = { e->dir, e, 0, ctx };
 
   return for_each_piece (&z, offset, count, apply_trim);
+}
+
+int
+grain_dir_flush (struct extent *e)
+{
+  struct grain_dir *d = e->dir;
+  int r;
+
+  pthread_mutex_lock (&d->alloc_lock);
+  r = grain_dir_flush_locked (d);
+  pthread_mutex_unlock (&d->alloc_lock);
+  return r;
 }

@@ -19,7 +19,8 @@
 
 #include "checked.h"
 #include "error.h"
-#include "extent.h"
+#include "array.h"
+#include "graindir.h"
 #include "gtcache.h"
 #include "header.h"
 #include "le.h"
@@ -329,25 +330,6 @@ grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
   return 0;
 }
 
-static int
-grow (void **array, size_t *alloc, size_t need, size_t elem)
-{
-  void *p;
-  size_t n;
-
-  if (need <= *alloc)
-    return 0;
-  n = *alloc ? *alloc * 2 : 16;
-  while (n < need)
-    n *= 2;
-  p = realloc (*array, n * elem);
-  if (p == NULL)
-    return vmdk_error (ENOMEM, "realloc: %m");
-  *array = p;
-  *alloc = n;
-  return 0;
-}
-
 /* Give a GD hole a new (zeroed) table and its redundant twin. */
 static int
 allocate_table (struct grain_dir *d, uint64_t t)
@@ -356,7 +338,7 @@ allocate_table (struct grain_dir *d, uint64_t t)
                                     SECTOR) * SECTOR;
   uint64_t off, roff = 0;
 
-  if (grow ((void **) &d->dirty_gdes, &d->dirty_gdes_alloc,
+  if (array_reserve ((void **) &d->dirty_gdes, &d->dirty_gdes_alloc,
             d->nr_dirty_gdes + 1, sizeof *d->dirty_gdes) == -1 ||
       grain_dir_reserve (d, gt_bytes, SECTOR, &off) == -1 ||
       (d->rgt_offsets && grain_dir_reserve (d, gt_bytes, SECTOR, &roff) == -1))
@@ -433,9 +415,9 @@ grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
   }
   if (!(d->table_state[t] & TABLE_DIRTY)) {
     if (check_redundant (d, t, table) == -1 ||
-        grow ((void **) &d->dirty, &d->dirty_alloc, d->nr_dirty + 1,
+        array_reserve ((void **) &d->dirty, &d->dirty_alloc, d->nr_dirty + 1,
               sizeof *d->dirty) == -1 ||
-        grow ((void **) &d->dirty_index, &d->dirty_index_alloc,
+        array_reserve ((void **) &d->dirty_index, &d->dirty_index_alloc,
               d->nr_dirty + 1, sizeof *d->dirty_index) == -1) {
       gtcache_clean (d->cache, pin);
       gtcache_unpin (pin);

@@ -131,3 +131,65 @@ sparse_header_encode (const struct sparse_header *h,
   memcpy (buf + 73, "\n \r\n", 4);
   put_le16 (buf + 77, h->compress_algorithm);
 }
+
+bool
+cowd_is_magic (const unsigned char *buf)
+{
+  return memcmp (buf, "COWD", 4) == 0;
+}
+
+int
+cowd_header_decode (const unsigned char *buf, struct cowd_header *h,
+               const char *name)
+{
+  uint64_t coverage;
+
+  if (!cowd_is_magic (buf))
+    return vmdk_error (EINVAL, "%s: not a COWD file (bad magic)", name);
+  h->version = get_le32 (buf + COWD_OFF_VERSION);
+  h->flags = get_le32 (buf + COWD_OFF_FLAGS);
+  h->capacity = get_le32 (buf + COWD_OFF_CAPACITY);
+  h->grain_size = get_le32 (buf + COWD_OFF_GRAIN);
+  h->gd_sector = get_le32 (buf + COWD_OFF_GD);
+  h->gd_entries = get_le32 (buf + COWD_OFF_GD_ENTRIES);
+  h->next_free = get_le32 (buf + COWD_OFF_NEXT_FREE);
+
+  if (h->version != COWD_VERSION)
+    return vmdk_error (EINVAL, "%s: COWD header version is %" PRIu32
+                       ", only version %d is known", name, h->version,
+                       COWD_VERSION);
+  if (h->capacity == 0)
+    return vmdk_error (EINVAL, "%s: COWD header capacity is 0 sectors",
+                       name);
+  if (!is_power_of_2 (h->grain_size) ||
+      h->grain_size > COWD_MAX_GRAIN_SECTORS)
+    return vmdk_error (EINVAL, "%s: COWD header grainSize is %" PRIu32
+                       " sectors, it must be a power of 2 from 1 to %d",
+                       name, h->grain_size, COWD_MAX_GRAIN_SECTORS);
+  if (h->gd_sector < COWD_HEADER_SECTORS)
+    return vmdk_error (EINVAL, "%s: COWD header grain directory sector is %"
+                       PRIu32 ", inside the %d-byte header", name,
+                       h->gd_sector, COWD_HEADER_SIZE);
+  /* Both factors are bounded above, so no overflow. */
+  coverage = (uint64_t) COWD_GTES_PER_GT * h->grain_size;
+  h->nr_gts = div_round_up (h->capacity, coverage);
+  if (h->gd_entries < h->nr_gts)
+    return vmdk_error (EINVAL, "%s: COWD header says the grain directory "
+                       "has %" PRIu32 " entries, too few to cover the "
+                       "capacity of %" PRIu32 " sectors (%" PRIu64
+                       " needed with %" PRIu32 "-sector grains)", name,
+                       h->gd_entries, h->capacity, h->nr_gts,
+                       h->grain_size);
+  return 0;
+}
+
+int
+cowd_capacity (const unsigned char *buf, uint64_t *sectors, const char *name)
+{
+  struct cowd_header h;
+
+  if (cowd_header_decode (buf, &h, name) == -1)
+    return -1;
+  *sectors = h.capacity;
+  return 0;
+}

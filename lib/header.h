@@ -64,8 +64,68 @@ extern bool sparse_header_is_magic (const unsigned char *buf);
 extern int sparse_header_decode (const unsigned char buf[SPARSE_HEADER_SIZE],
                                  struct sparse_header *h, const char *name);
 
-/* Encode (for tests and, later, for writes). */
+/* Encode a header (the newline-detector bytes are always written). */
 extern void sparse_header_encode (const struct sparse_header *h,
                                   unsigned char buf[SPARSE_HEADER_SIZE]);
+
+/* COWD header (VMDK3 / ESX vmfsSparse redo log), 2048 bytes: VMware's
+ * COWDisk_Header as libvmdk and QEMU describe it (VMDK-FORMAT.md b.5).
+ */
+#define COWD_HEADER_SIZE 2048
+#define COWD_VERSION 1
+#define COWD_GTES_PER_GT 4096
+/* The header occupies sectors 0-3: nothing may point inside it. */
+#define COWD_HEADER_SECTORS (COWD_HEADER_SIZE / SECTOR)
+/* Grains of 1 sector (ESX's default) up to 1 MiB, so one table covers
+ * at most 4 GiB.  Larger grains are not known to exist.
+ */
+#define COWD_MAX_GRAIN_SECTORS 2048
+#define COWD_PARENT_NAME_LEN 1024
+
+/* Header offsets. */
+#define COWD_OFF_VERSION     4
+#define COWD_OFF_FLAGS       8
+#define COWD_OFF_CAPACITY   12
+#define COWD_OFF_GRAIN      16
+#define COWD_OFF_GD         20
+#define COWD_OFF_GD_ENTRIES 24
+#define COWD_OFF_NEXT_FREE  28
+#define COWD_OFF_PARENT     32    /* child only: parent file name[1024] */
+#define COWD_OFF_PARENT_GEN 1056  /* child only: parent generation */
+#define COWD_OFF_GENERATION 1060
+#define COWD_OFF_UNCLEAN    1648
+
+/* Flags (cow_ext.h).  ROOT says the union at offset 32 holds geometry,
+ * not a parent name.
+ */
+#define COWD_FLAG_ROOT          0x01
+#define COWD_FLAG_CHECKCAPABLE  0x02
+#define COWD_FLAG_INCONSISTENT  0x04
+#define COWD_KNOWN_FLAGS \
+  (COWD_FLAG_ROOT | COWD_FLAG_CHECKCAPABLE | COWD_FLAG_INCONSISTENT)
+
+struct cowd_header {
+  uint32_t version;
+  uint32_t flags;
+  uint32_t capacity;            /* sectors */
+  uint32_t grain_size;          /* sectors */
+  uint32_t gd_sector;
+  uint32_t gd_entries;
+  uint32_t next_free;           /* sectors: allocations start here */
+  uint64_t nr_gts;              /* tables needed to cover capacity */
+};
+
+/* Is this the COWD magic? */
+extern bool cowd_is_magic (const unsigned char *buf);
+
+/* Decode and validate the fields in the first 32 bytes: everything that
+ * does not need the file size.  name is used in messages.
+ */
+extern int cowd_header_decode (const unsigned char *buf,
+                               struct cowd_header *h, const char *name);
+
+/* Capacity in sectors from a COWD header (first 512 bytes suffice). */
+extern int cowd_capacity (const unsigned char *buf, uint64_t *sectors,
+                          const char *name);
 
 #endif /* VMDK_HEADER_H */

@@ -3,8 +3,9 @@
  * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
  */
 
-/* The image: a descriptor, extents ordered by virtual offset, and the
- * read / block-status paths that split requests across extents.
+/* Opening a link: its main file (a descriptor, or a sparse file with
+ * one embedded or none), its extents ordered by virtual offset; and the
+ * read and block-status paths that split requests across extents.
  *
  * Everything is parsed and validated in vmdk_open; afterwards the image
  * is immutable except for the grain-table cache, which has its own
@@ -15,61 +16,22 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <ctype.h>
 #include <libgen.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <sys/random.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include "array.h"
 #include "checked.h"
-#include "descriptor.h"
 #include "error.h"
-#include "extent.h"
+#include "graindir.h"
 #include "gtcache.h"
 #include "header.h"
-#include "io.h"
-#include "le.h"
-#include "vmdk.h"
+#include "image.h"
 
 /* Preferred I/O size advertised for images without grains (flat). */
 #define FLAT_PREFERRED_BLOCK 65536
-
-struct vmdk_image {
-  struct vmdk_source *src;
-  char *name;
-  struct descriptor *desc;
-  struct vmdk_io **ios;         /* every file opened, each once */
-  size_t nr_ios;
-  struct extent *extents;
-  size_t nr_extents;
-  uint64_t size;
-  uint32_t grain_size;
-  struct gtcache *cache;        /* shared by every link of a chain */
-  bool owns_src, owns_cache;
-  struct vmdk_image *parent;    /* NULL: no parent, or single-link */
-  unsigned chain_length;
-
-  /* Writing (top link only). */
-  bool rw;                      /* files opened read-write */
-  bool writable;                /* every RW extent can be written */
-  const char *ro_reason;
-  char ro_reason_buf[256];
-  uint64_t desc_offset, desc_length;  /* descriptor bytes in ios[0] */
-  pthread_mutex_t write_lock;   /* first-write setup */
-  bool modified;
-};
-
-/* The files already in the chain being opened, to refuse loops. */
-struct chain {
-  uint64_t ids[VMDK_MAX_CHAIN_DEPTH][2];
-  unsigned depth;
-};
-
-static void close_writes (struct vmdk_image *img);
 
 void
 vmdk_close (struct vmdk_image *img)
@@ -79,7 +41,7 @@ vmdk_close (struct vmdk_image *img)
   if (img == NULL)
     return;
   if (img->modified)
-    close_writes (img);
+    image_end_writes (img);
   for (i = 0; i < img->nr_extents; ++i)
     if (img->extents[i].ops)
       img->extents[i].ops->free (&img->extents[i]);
@@ -131,13 +93,11 @@ vmdk_get_extent_count (const struct vmdk_image *img)
 static int
 remember_io (struct vmdk_image *img, struct vmdk_io *io)
 {
-  struct vmdk_io **ios = realloc (img->ios, (img->nr_ios + 1) * sizeof *ios);
-
-  if (ios == NULL) {
+  if (array_reserve ((void **) &img->ios, &img->ios_alloc, img->nr_ios + 1,
+                     sizeof *img->ios) == -1) {
     io_close (io);
-    return vmdk_error (ENOMEM, "realloc: %m");
+    return -1;
   }
-  img->ios = ios;
   img->ios[img->nr_ios++] = io;
   return 0;
 }
@@ -223,60 +183,10 @@ read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
   return 0;
 }
 
-/* A bare sparse extent with no descriptor: describe it as itself. */
-static int
-synthesize_descriptor (struct vmdk_image *img, struct vmdk_io *io,
-                       uint64_t capacity, enum extent_type type)
-{
-  struct descriptor *d = calloc (1, sizeof *d);
-
-  img->desc = d;
-  if (d == NULL ||
-      (d->extents = calloc (1, sizeof *d->extents)) == NULL ||
-      (d->create_type = strdup ("monolithicSparse")) == NULL ||
-      (d->extents[0].line = strdup ("(no descriptor)")) == NULL)
-    return vmdk_error (ENOMEM, "calloc: %m");
-  d->nr_extents = 1;            /* so that descriptor_free frees the line */
-  if (capacity == 0 || capacity > UINT64_MAX / SECTOR)
-    return vmdk_error (EINVAL, "%s: header capacity %" PRIu64 " sectors is "
-                       "invalid and there is no descriptor", io->name,
-                       capacity);
-  d->version = 1;
-  d->parent_cid = CID_NONE;
-  d->extents[0].access = ACCESS_RW;
-  d->extents[0].sectors = capacity;
-  d->extents[0].type = type;
-  return 0;
-}
-
 /* Read the main file: a sparse file with (or without) an embedded
  * descriptor, or a text descriptor.  On return img->desc is set, and
  * *self is the main file's io if it is itself the (only) extent.
  */
-/* The parser stops at the first NUL, like QEMU's.  In a descriptor
- * file anything after it is normally NUL padding, but QEMU rewriting
- * the CID leaves the old tail behind the NUL when the new text is
- * shorter (it prints the CID without leading zeroes): that must keep
- * working, so the rest is ignored, with a warning when it is not
- * padding.
- */
-static void
-warn_text_after_nul (const char *text, size_t len, const char *name)
-{
-  const char *nul = memchr (text, '\0', len);
-  size_t i;
-
-  if (nul == NULL)
-    return;
-  for (i = nul - text; i < len; ++i)
-    if (text[i] != '\0') {
-      vmdk_warning ("%s: descriptor file has text after the NUL byte at "
-                    "offset %td (at offset %zu): ignored, as QEMU does",
-                    name, nul - text, i);
-      return;
-    }
-}
-
 static int
 read_main_file (struct vmdk_image *img, struct vmdk_io *io,
                 struct vmdk_io **self)
@@ -302,8 +212,8 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
     if (read_embedded_descriptor (img, io, &h) == -1)
       return -1;
     if (img->desc == NULL)
-      return synthesize_descriptor (img, io, h.capacity, EXTENT_SPARSE);
-    return 0;
+      img->desc = descriptor_new_bare (h.capacity, EXTENT_SPARSE, io->name);
+    return img->desc ? 0 : -1;
   }
   if (n >= 4 && cowd_is_magic (first)) {
     uint64_t capacity;
@@ -313,7 +223,8 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
     if (cowd_capacity (first, &capacity, io->name) == -1)
       return -1;
     *self = io;
-    return synthesize_descriptor (img, io, capacity, EXTENT_VMFSSPARSE);
+    img->desc = descriptor_new_bare (capacity, EXTENT_VMFSSPARSE, io->name);
+    return img->desc ? 0 : -1;
   }
 
   if (io->ops->get_size (io, &size) == -1)
@@ -333,7 +244,7 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
     free (text);
     return -1;
   }
-  warn_text_after_nul (text, size, io->name);
+  descriptor_warn_text_after_nul (text, size, io->name);
   img->desc = descriptor_parse (text, size, io->name);
   free (text);
   img->desc_offset = 0;
@@ -414,133 +325,6 @@ build_extents (struct vmdk_image *img, struct vmdk_io *self)
   return 0;
 }
 
-static int prepare_writes (struct vmdk_image *img,
-                           const struct vmdk_options *opts);
-static struct vmdk_image *open_link (struct vmdk_source *src, bool owns_src,
-                                     const char *name,
-                                     const struct vmdk_options *opts,
-                                     struct gtcache *cache,
-                                     struct chain *chain);
-
-/* Record the main file of a link in the chain, refusing loops (by
- * device and inode, so another name for the same file is caught too)
- * and chains deeper than the limit.
- */
-static int
-enter_chain (struct chain *chain, struct vmdk_io *io)
-{
-  uint64_t id[2];
-  unsigned i;
-
-  if (io->ops->get_id (io, id) == -1)
-    return -1;
-  for (i = 0; i < chain->depth; ++i)
-    if (chain->ids[i][0] == id[0] && chain->ids[i][1] == id[1])
-      return vmdk_error (ELOOP, "%s: the parent chain loops back to this "
-                         "file (parentFileNameHint cycle)", io->name);
-  if (chain->depth >= VMDK_MAX_CHAIN_DEPTH)
-    return vmdk_error (ELOOP, "%s: the parent chain is deeper than %d links",
-                       io->name, VMDK_MAX_CHAIN_DEPTH);
-  chain->ids[chain->depth][0] = id[0];
-  chain->ids[chain->depth][1] = id[1];
-  chain->depth++;
-  return 0;
-}
-
-/* Open the parent named by parentFileNameHint, relative to the
- * directory of this link's descriptor, and check its CID.  Parents are
- * always read-only.
- */
-static int
-open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
-             struct chain *chain)
-{
-  const char *hint = img->desc->parent_hint;
-  struct vmdk_options parent_opts = *opts;
-  struct vmdk_source *src = img->src;
-  const char *slash, *base;
-  bool owns_src = false;
-  struct vmdk_image *parent;
-  unsigned depth;
-
-  if (hint == NULL || hint[0] == '\0')
-    return vmdk_error (EINVAL, "%s: parentCID is %08" PRIx32 " (not "
-                       "ffffffff) but there is no parentFileNameHint naming "
-                       "the parent", img->name, img->desc->parent_cid);
-  slash = strrchr (hint, '/');
-  base = slash ? slash + 1 : hint;
-  if (slash) {
-    char *dir = strndup (hint, slash == hint ? 1 : (size_t) (slash - hint));
-
-    if (dir == NULL)
-      return vmdk_error (ENOMEM, "strndup: %m");
-    src = img->src->ops->subdir (img->src, dir);
-    free (dir);
-    if (src == NULL)
-      return vmdk_error_prefix ("%s: parentFileNameHint \"%s\"",
-                                img->name, hint);
-    owns_src = true;
-  }
-
-  parent_opts.readonly = true;
-  depth = chain->depth;
-  parent = open_link (src, owns_src, base, &parent_opts, img->cache, chain);
-  if (parent == NULL) {
-    /* Name the link whose parent failed, once: in a long chain the
-     * innermost error matters, not every link on the way to it.
-     */
-    if (chain->depth <= depth + 1)
-      vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
-    return -1;
-  }
-  img->parent = parent;
-  img->chain_length = 1 + parent->chain_length;
-
-  if (!parent->desc->has_cid || img->desc->parent_cid == CID_NONE)
-    vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CIDs to check against parent %s",
-                img->name, hint);
-  else if (parent->desc->cid != img->desc->parent_cid) {
-    if (!opts->ignore_parent_cid)
-      return vmdk_error (EINVAL, "%s: parentCID=%08" PRIx32 " does not "
-                         "match CID=%08" PRIx32 " of its parent %s: the "
-                         "parent was modified after this snapshot was "
-                         "taken (or is the wrong file)", img->name,
-                         img->desc->parent_cid, parent->desc->cid, hint);
-    vmdk_warning ("%s: parentCID=%08" PRIx32 " does not match CID=%08"
-                  PRIx32 " of its parent %s: opening anyway because the "
-                  "CID check is disabled; the data may be inconsistent",
-                  img->name, img->desc->parent_cid, parent->desc->cid, hint);
-  }
-  return 0;
-}
-
-/* A bare COWD redo log names its parent in its header, not in a
- * descriptor: use that name as the hint.
- */
-static int
-take_cowd_parent_name (struct vmdk_image *img)
-{
-  char name[1025];
-  struct extent *e = &img->extents[0];
-
-  if (img->nr_extents != 1 || img->desc->parent_hint ||
-      strcmp (e->ops->kind, "COWD") != 0)
-    return 0;
-  if (cowd_parent_name (e, name, sizeof name) == -1)
-    return -1;
-  if (name[0] == '\0')
-    return 0;
-  img->desc->parent_hint = strdup (name);
-  if (img->desc->parent_hint == NULL)
-    return vmdk_error (ENOMEM, "strdup: %m");
-  return 0;
-}
-
-static bool
-has_parent (const struct descriptor *d)
-{
-  return d->parent_hint != NULL || d->parent_cid != CID_NONE;
-}
 
 /* Raw-disk descriptors (VirtualBox's fullDevice and partitionedDevice)
  * exist to name host block devices: refuse them up front, with a clear
@@ -560,10 +344,10 @@ check_create_type (const struct vmdk_image *img,
   return 0;
 }
 
-static struct vmdk_image *
-open_link (struct vmdk_source *src, bool owns_src, const char *name,
-           const struct vmdk_options *opts, struct gtcache *cache,
-           struct chain *chain)
+struct vmdk_image *
+image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
+                 const struct vmdk_options *opts, struct gtcache *cache,
+                 struct chain *chain)
 {
   struct vmdk_image *img;
   struct vmdk_io *main_io, *self;
@@ -590,16 +374,16 @@ open_link (struct vmdk_source *src, bool owns_src, const char *name,
   main_io = open_file (img, name);
   if (main_io == NULL || remember_io (img, main_io) == -1)
     goto err;
-  if (enter_chain (chain, main_io) == -1 ||
+  if (chain_enter (chain, main_io) == -1 ||
       read_main_file (img, main_io, &self) == -1 ||
       check_create_type (img, opts) == -1 ||
       build_extents (img, self) == -1 ||
-      (!opts->single_link && take_cowd_parent_name (img) == -1))
+      (!opts->single_link && chain_take_cowd_parent_name (img) == -1))
     goto err;
-  if (has_parent (img->desc) && !opts->single_link &&
-      open_parent (img, opts, chain) == -1)
+  if (image_has_parent (img) && !opts->single_link &&
+      chain_open_parent (img, opts, chain) == -1)
     goto err;
-  if (img->rw && prepare_writes (img, opts) == -1)
+  if (img->rw && image_prepare_writes (img, opts) == -1)
     goto err;
   vmdk_debug (VMDK_DEBUG_OPEN, "%s: createType=%s, %zu extents, %" PRIu64
               " bytes, grain %" PRIu32 ", chain of %u", name,
@@ -633,7 +417,7 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
     src->ops->close (src);
     return NULL;
   }
-  img = open_link (src, true, name, opts, cache, chain);
+  img = image_open_link (src, true, name, opts, cache, chain);
   free (chain);
   if (img == NULL) {
     gtcache_free (cache);
@@ -671,9 +455,8 @@ vmdk_open (const char *path, const struct vmdk_options *opts)
   return img;
 }
 
-/* The extent containing offset, which must be < img->size. */
-static struct extent *
-find_extent (struct vmdk_image *img, uint64_t offset)
+struct extent *
+image_find_extent (struct vmdk_image *img, uint64_t offset)
 {
   size_t lo = 0, hi = img->nr_extents;
 
@@ -692,7 +475,7 @@ static int
 lookup (struct vmdk_image *img, uint64_t offset, uint64_t max, bool for_map,
         struct extent **ep, struct run *run)
 {
-  struct extent *e = find_extent (img, offset);
+  struct extent *e = image_find_extent (img, offset);
   uint64_t rel = offset - e->start;
 
   max = MIN (max, e->length - rel);
@@ -714,23 +497,6 @@ lookup (struct vmdk_image *img, uint64_t offset, uint64_t max, bool for_map,
   return 0;
 }
 
-/* Read from the parent, which may be shorter than the child: past its
- * end reads zeroes.
- */
-static int
-read_parent (struct vmdk_image *parent, unsigned char *buf, size_t count,
-             uint64_t offset)
-{
-  size_t n = 0;
-
-  if (offset < parent->size) {
-    n = MIN ((uint64_t) count, parent->size - offset);
-    if (vmdk_pread (parent, buf, n, offset) == -1)
-      return -1;
-  }
-  memset (buf + n, 0, count - n);
-  return 0;
-}
 
 int
 vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
@@ -761,7 +527,7 @@ vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
       break;
     case RUN_UNALLOC:
       if (img->parent) {
-        if (read_parent (img->parent, b, n, offset) == -1)
+        if (chain_read_parent (img->parent, b, n, offset) == -1)
           return -1;
         break;
       }
@@ -794,33 +560,10 @@ map_type_of (enum run_kind k)
   }
 }
 
-static int map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
-                      vmdk_map_fn fn, void *opaque);
 
-/* Ranges that fall through are reported as the parent reports them;
- * past the parent's end they are holes.
- */
-static int
-map_parent (struct vmdk_image *parent, uint64_t offset, uint64_t end,
-            vmdk_map_fn fn, void *opaque)
-{
-  uint64_t parent_end = MIN (end, parent->size);
-  int r;
 
-  if (offset < parent_end) {
-    r = map_range (parent, offset, parent_end, fn, opaque);
-    if (r != 0)
-      return r;
-    offset = parent_end;
-  }
-  if (offset < end)
-    return fn (opaque, offset, end - offset, VMDK_MAP_HOLE);
-  return 0;
-}
-
-/* Returns 0 when done, 1 if fn asked to stop, -1 on error. */
-static int
-map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
+int
+image_map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
            vmdk_map_fn fn, void *opaque)
 {
   while (offset < end) {
@@ -831,7 +574,8 @@ map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
     if (lookup (img, offset, end - offset, true, &e, &run) == -1)
       return -1;
     if (run.kind == RUN_UNALLOC && img->parent)
-      r = map_parent (img->parent, offset, offset + run.length, fn, opaque);
+      r = chain_map_parent (img->parent, offset, offset + run.length, fn,
+                            opaque);
     else
       r = fn (opaque, offset, run.length, map_type_of (run.kind));
     if (r != 0)
@@ -849,335 +593,5 @@ vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
 
   if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
     end = img->size;
-  return map_range (img, offset, end, fn, opaque) == -1 ? -1 : 0;
-}
-
-/* Writing. */
-
-/* Decide whether the top link can be written; if not, the image stays
- * readable and vmdk_is_writable gives the reason.
- */
-static int
-prepare_writes (struct vmdk_image *img, const struct vmdk_options *opts)
-{
-  size_t i;
-
-  if (img->ro_reason)           /* a file could not be opened RW */
-    return 0;
-  if (opts->single_link && has_parent (img->desc)) {
-    img->ro_reason = "single-link: the parent is not open, so a partial "
-      "write could not copy the rest of a grain from it";
-    return 0;
-  }
-  for (i = 0; i < img->nr_extents; ++i) {
-    struct extent *e = &img->extents[i];
-    const char *reason = NULL;
-    int r;
-
-    if (e->access != ACCESS_RW)   /* refused per request instead */
-      continue;
-    if (e->ops->open_rw == NULL) {
-      snprintf (img->ro_reason_buf, sizeof img->ro_reason_buf,
-                "%s extents are read-only (\"%s\")", e->ops->kind, e->line);
-      img->ro_reason = img->ro_reason_buf;
-      return 0;
-    }
-    r = e->ops->open_rw (e, &reason);
-    if (r == -1)
-      return -1;
-    if (r == 1) {
-      snprintf (img->ro_reason_buf, sizeof img->ro_reason_buf, "%s: %s",
-                e->io ? e->io->name : img->name, reason);
-      img->ro_reason = img->ro_reason_buf;
-      return 0;
-    }
-  }
-  img->writable = true;
-  return 0;
-}
-
-bool
-vmdk_is_writable (const struct vmdk_image *img, const char **reason)
-{
-  if (reason)
-    *reason = img->writable ? NULL
-      : img->ro_reason ? img->ro_reason : "opened read-only";
-  return img->writable;
-}
-
-/* A new CID, written over the old value's digits in place (same width,
- * so only those bytes of the descriptor change: QEMU's rewrite of the
- * whole descriptor drops lines).
- */
-static int
-update_cid (struct vmdk_image *img)
-{
-  struct vmdk_io *io = img->ios[0];
-  char *text, digits[17];
-  size_t len = img->desc_length, pos = 0, start, width;
-  uint32_t cid = 0, limit;
-  int r = -1;
-
-  text = malloc (len + 1);
-  if (text == NULL)
-    return vmdk_error (ENOMEM, "malloc: %m");
-  if (io_pread_full (io, text, len, img->desc_offset, "descriptor") == -1)
-    goto out;
-  text[len] = '\0';
-  len = strlen (text);
-  /* Find "CID" at the start of a line (not parentCID). */
-  for (;;) {
-    while (pos < len && (text[pos] == ' ' || text[pos] == '\t'))
-      pos++;
-    if (strncasecmp (text + pos, "CID", 3) == 0) {
-      size_t p = pos + 3;
-      while (text[p] == ' ' || text[p] == '\t') p++;
-      if (text[p] == '=') {
-        p++;
-        while (text[p] == ' ' || text[p] == '\t' || text[p] == '"') p++;
-        pos = p;
-        break;
-      }
-    }
-    while (pos < len && text[pos] != '\n')
-      pos++;
-    if (pos >= len) {
-      vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CID line to update", img->name);
-      r = 0;
-      goto out;
-    }
-    pos++;
-  }
-  start = pos;
-  while (pos < len && isxdigit ((unsigned char) text[pos]))
-    pos++;
-  width = MIN (pos - start, (size_t) 16);
-  if (width == 0) {
-    r = vmdk_error (EINVAL, "%s: the CID line has no value", img->name);
-    goto out;
-  }
-  limit = width >= 8 ? UINT32_MAX : (UINT32_C (1) << (4 * width)) - 1;
-  do {
-    if (getrandom (&cid, sizeof cid, 0) != sizeof cid)
-      cid = (uint32_t) random ();
-    cid &= limit;
-  } while (cid == img->desc->cid || cid >= 0xfffffffe);
-  snprintf (digits, sizeof digits, "%0*" PRIx32, (int) width, cid);
-  r = io->ops->pwrite (io, digits, width, img->desc_offset + start);
-  if (r == 0) {
-    vmdk_debug (VMDK_DEBUG_OPEN, "%s: CID %08" PRIx32 " -> %08" PRIx32,
-                img->name, img->desc->cid, cid);
-    img->desc->cid = cid;
-  }
- out:
-  free (text);
-  return r;
-}
-
-/* Before the first change: a new CID (children of the old contents must
- * no longer match) and the unclean-shutdown flags.
- */
-static int
-begin_change (struct vmdk_image *img)
-{
-  int r = 0;
-  size_t i;
-
-  if (!img->writable) {
-    const char *reason;
-
-    vmdk_is_writable (img, &reason);
-    return vmdk_error (EPERM, "%s: the image is read-only: %s", img->name,
-                       reason);
-  }
-  if (__atomic_load_n (&img->modified, __ATOMIC_ACQUIRE))
-    return 0;
-  pthread_mutex_lock (&img->write_lock);
-  if (!img->modified) {
-    for (i = 0; r == 0 && i < img->nr_extents; ++i)
-      if (img->extents[i].access == ACCESS_RW)
-        r = img->extents[i].ops->begin_rw (&img->extents[i]);
-    if (r == 0)
-      r = update_cid (img);
-    if (r == 0)
-      __atomic_store_n (&img->modified, true, __ATOMIC_RELEASE);
-  }
-  pthread_mutex_unlock (&img->write_lock);
-  return r;
-}
-
-static int
-read_below (void *opaque, void *buf, size_t count, uint64_t offset)
-{
-  struct vmdk_image *img = opaque;
-
-  if (img->parent)
-    return read_parent (img->parent, buf, count, offset);
-  memset (buf, 0, count);
-  return 0;
-}
-
-enum change { CHANGE_WRITE, CHANGE_ZERO, CHANGE_CHECK_FAST_ZERO,
-              CHANGE_TRIM };
-
-/* Apply one kind of change over [offset, offset+count), extent by
- * extent.
- */
-static int
-change_range (struct vmdk_image *img, enum change what, const void *buf,
-              uint64_t count, uint64_t offset, unsigned flags)
-{
-  const struct write_ctx ctx = {
-    .read_below = read_below,
-    .opaque = img,
-    .has_parent = img->parent != NULL,
-  };
-  const unsigned char *b = buf;
-  uint64_t end;
-
-  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
-    return vmdk_error (EINVAL, "%s: request of %" PRIu64 " bytes at offset %"
-                       PRIu64 " is beyond the end of the disk", img->name,
-                       count, offset);
-  while (count > 0) {
-    struct extent *e = find_extent (img, offset);
-    uint64_t rel = offset - e->start, n = MIN (count, e->length - rel);
-    unsigned zflags = 0;
-    int r = 0;
-
-    if (flags & VMDK_MAY_TRIM) zflags |= EXTENT_ZERO_MAY_TRIM;
-    if (flags & VMDK_FAST_ZERO) zflags |= EXTENT_ZERO_FAST;
-    if (e->access != ACCESS_RW)
-      r = 0;                    /* refused up front; trim is advisory */
-    else switch (what) {
-    case CHANGE_WRITE:
-      r = e->ops->pwrite (e, b, n, rel, &ctx);
-      b += n;
-      break;
-    case CHANGE_ZERO:
-      r = e->ops->zero (e, rel, n, zflags, &ctx);
-      break;
-    case CHANGE_CHECK_FAST_ZERO:
-      r = e->ops->zero (e, rel, n, zflags | EXTENT_ZERO_CHECK_ONLY, &ctx);
-      break;
-    case CHANGE_TRIM:
-      r = e->ops->trim (e, rel, n, &ctx);
-      break;
-    }
-    if (r == -1)
-      return -1;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
-/* Refuse a write or zero that touches a RDONLY or NOACCESS extent
- * before anything changes: a request is never half applied.
- */
-static bool
-all_zero (const unsigned char *b, uint64_t n)
-{
-  return n == 0 || (b[0] == 0 && memcmp (b, b + 1, n - 1) == 0);
-}
-
-static int
-check_access (struct vmdk_image *img, const unsigned char *buf,
-              uint64_t count, uint64_t offset)
-{
-  uint64_t end, start = offset;
-
-  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
-    return vmdk_error (EINVAL, "%s: request of %" PRIu64 " bytes at offset %"
-                       PRIu64 " is beyond the end of the disk", img->name,
-                       count, offset);
-  while (offset < end) {
-    struct extent *e = find_extent (img, offset);
-
-    if (e->access == ACCESS_NOACCESS)
-      return vmdk_error (EIO, "%s: offset %" PRIu64 " falls in a NOACCESS "
-                         "extent (\"%s\")", img->name, offset, e->line);
-    if (e->access == ACCESS_RDONLY)
-      return vmdk_error (EPERM, "%s: offset %" PRIu64 " falls in a RDONLY "
-                         "extent (\"%s\")", img->name, offset, e->line);
-    /* A ZERO extent (the only kind without a file) takes only zeroes. */
-    if (buf && e->io == NULL &&
-        !all_zero (buf + (offset - start),
-                   MIN (end, e->start + e->length) - offset))
-      return vmdk_error (EPERM, "%s: write of non-zero data at offset %"
-                         PRIu64 " into a ZERO extent (\"%s\")", img->name,
-                         offset, e->line);
-    offset = e->start + e->length;
-  }
-  return 0;
-}
-
-int
-vmdk_pwrite (struct vmdk_image *img, const void *buf, size_t count,
-             uint64_t offset, unsigned flags)
-{
-  if (check_access (img, buf, count, offset) == -1 ||
-      begin_change (img) == -1 ||
-      change_range (img, CHANGE_WRITE, buf, count, offset, 0) == -1)
-    return -1;
-  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
-}
-
-int
-vmdk_zero (struct vmdk_image *img, uint64_t count, uint64_t offset,
-           unsigned flags)
-{
-  if (check_access (img, NULL, count, offset) == -1 ||
-      begin_change (img) == -1)
-    return -1;
-  /* A fast zero that cannot be fast fails before anything changes. */
-  if ((flags & VMDK_FAST_ZERO) &&
-      change_range (img, CHANGE_CHECK_FAST_ZERO, NULL, count, offset,
-                    flags) == -1)
-    return -1;
-  if (change_range (img, CHANGE_ZERO, NULL, count, offset, flags) == -1)
-    return -1;
-  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
-}
-
-int
-vmdk_trim (struct vmdk_image *img, uint64_t count, uint64_t offset,
-           unsigned flags)
-{
-  if (begin_change (img) == -1 ||
-      change_range (img, CHANGE_TRIM, NULL, count, offset, 0) == -1)
-    return -1;
-  return (flags & VMDK_FUA) ? vmdk_flush (img) : 0;
-}
-
-int
-vmdk_flush (struct vmdk_image *img)
-{
-  size_t i;
-
-  if (!img->writable)
-    return 0;
-  for (i = 0; i < img->nr_extents; ++i) {
-    struct extent *e = &img->extents[i];
-
-    if (e->access == ACCESS_RW && e->ops->flush (e) == -1)
-      return -1;
-  }
-  /* The descriptor (CID) may live in a file of its own. */
-  return img->ios[0]->ops->flush (img->ios[0]);
-}
-
-static void
-close_writes (struct vmdk_image *img)
-{
-  size_t i;
-
-  for (i = 0; i < img->nr_extents; ++i) {
-    struct extent *e = &img->extents[i];
-
-    if (e->access == ACCESS_RW && e->ops->close_rw (e) == -1)
-      vmdk_warning ("%s: closing: %s", img->name, vmdk_errmsg ());
-  }
-  if (img->ios[0]->ops->flush (img->ios[0]) == -1)
-    vmdk_warning ("%s: closing: %s", img->name, vmdk_errmsg ());
+  return image_map_range (img, offset, end, fn, opaque) == -1 ? -1 : 0;
 }

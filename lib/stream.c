@@ -7,9 +7,8 @@
  *
  * The hot path: look the grain up in the image's cache (gtcache.c
  * keeps inflated grains next to grain tables, under one budget); on a
- * miss read the marker and only as many
- * compressed bytes as it declares, into a per-thread buffer, and
- * inflate.  A request for a whole grain inflates straight into the
+ * miss read the marker and only as many compressed bytes as it
+ * declares, into a per-thread buffer, and inflate.  A request for a whole grain inflates straight into the
  * caller's buffer and bypasses the cache (a sequential reader will not
  * ask again); smaller requests inflate into a cache entry, so a client
  * reading 4 KiB at a time inflates each grain once.

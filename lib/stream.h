@@ -46,13 +46,12 @@
 
 struct stream;
 
-/* markers must be true: compressed grains without markers are not
- * supported (implementations disagree on their layout).
- */
 struct gtcache;
 
-/* Inflated grains are kept in the image's cache (cache), under the same
- * budget as its grain tables.
+/* The compressed grains of one extent.  Inflated grains are kept in
+ * the image's cache (cache), under the same budget as its grain
+ * tables.  markers must be true: compressed grains without markers are
+ * refused (implementations disagree on their layout).
  */
 extern struct stream *stream_new (struct vmdk_io *io, struct gtcache *cache,
                                   uint64_t file_size, uint32_t grain_bytes,

@@ -1,0 +1,102 @@
+/* nbdkit-vmdk
+ * Copyright (C) 2026 The nbdkit-vmdk authors
+ * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+ */
+
+/* The image object, inside lib/: one link of a snapshot chain, with
+ * its descriptor, files and extents.  image.c opens a link and serves
+ * reads and block status, chain.c opens its parents, write.c changes
+ * the top link.  Front ends see only the opaque struct of vmdk.h.
+ */
+
+#ifndef VMDK_IMAGE_H
+#define VMDK_IMAGE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "descriptor.h"
+#include "extent.h"
+#include "io.h"
+#include "vmdk.h"
+
+struct gtcache;
+
+struct vmdk_image {
+  struct vmdk_source *src;
+  char *name;
+  struct descriptor *desc;
+  struct vmdk_io **ios;         /* every file opened, each once */
+  size_t nr_ios, ios_alloc;
+  struct extent *extents;
+  size_t nr_extents;
+  uint64_t size;
+  uint32_t grain_size;
+  struct gtcache *cache;        /* shared by every link of a chain */
+  bool owns_src, owns_cache;
+  struct vmdk_image *parent;    /* NULL: no parent, or single-link */
+  unsigned chain_length;
+
+  /* Writing (top link only). */
+  bool rw;                      /* files opened read-write */
+  bool writable;                /* every RW extent can be written */
+  const char *ro_reason;
+  char ro_reason_buf[256];
+  uint64_t desc_offset, desc_length;  /* descriptor bytes in ios[0] */
+  pthread_mutex_t write_lock;   /* first-write setup */
+  bool modified;
+};
+
+/* The files already in the chain being opened, to refuse loops. */
+struct chain {
+  uint64_t ids[VMDK_MAX_CHAIN_DEPTH][2];
+  unsigned depth;
+};
+
+/* image.c */
+
+/* Open one link (and, unless opts->single_link, its parents). */
+extern struct vmdk_image *image_open_link (struct vmdk_source *src,
+                                           bool owns_src, const char *name,
+                                           const struct vmdk_options *opts,
+                                           struct gtcache *cache,
+                                           struct chain *chain);
+/* The extent containing offset, which must be < img->size. */
+extern struct extent *image_find_extent (struct vmdk_image *img,
+                                         uint64_t offset);
+/* Block status of [offset, end): 0 when done, 1 if fn asked to stop,
+ * -1 on error.
+ */
+extern int image_map_range (struct vmdk_image *img, uint64_t offset,
+                            uint64_t end, vmdk_map_fn fn, void *opaque);
+
+/* chain.c */
+
+/* Does the link's descriptor say it has a parent? */
+extern bool image_has_parent (const struct vmdk_image *img);
+/* Record the link's main file in chain, refusing loops and depth. */
+extern int chain_enter (struct chain *chain, struct vmdk_io *io);
+/* A bare COWD redo log: take the parent name from its header. */
+extern int chain_take_cowd_parent_name (struct vmdk_image *img);
+/* Open the parent named by the descriptor and check its CID. */
+extern int chain_open_parent (struct vmdk_image *img,
+                              const struct vmdk_options *opts,
+                              struct chain *chain);
+/* Read from, or map, the parent, which may be shorter than the child:
+ * past its end is zeroes (holes).
+ */
+extern int chain_read_parent (struct vmdk_image *parent, void *buf,
+                              size_t count, uint64_t offset);
+extern int chain_map_parent (struct vmdk_image *parent, uint64_t offset,
+                             uint64_t end, vmdk_map_fn fn, void *opaque);
+
+/* write.c */
+
+/* Decide whether the top link can be written (else keep the reason). */
+extern int image_prepare_writes (struct vmdk_image *img,
+                                 const struct vmdk_options *opts);
+/* On close of a modified image: flush, clear the unclean flags. */
+extern void image_end_writes (struct vmdk_image *img);
+
+#endif /* VMDK_IMAGE_H */
