@@ -64,7 +64,7 @@ report_error (void)
 }
 
 static void
-vmdk_unload (void)
+plugin_unload (void)
 {
   size_t i;
 
@@ -114,7 +114,7 @@ parse_bool_once (const char *key, const char *value, int *field)
 }
 
 static int
-vmdk_config (const char *key, const char *value)
+plugin_config (const char *key, const char *value)
 {
   if (strcmp (key, "file") == 0) {
     if (filename) {
@@ -161,7 +161,7 @@ vmdk_config (const char *key, const char *value)
 }
 
 static int
-vmdk_config_complete (void)
+plugin_config_complete (void)
 {
   struct stat st;
 
@@ -181,7 +181,7 @@ vmdk_config_complete (void)
   return 0;
 }
 
-#define vmdk_config_help \
+#define plugin_config_help \
   "[file=]<FILENAME>     (required) The VMDK descriptor or monolithic file.\n" \
   "gt-cache=<SIZE>       Grain-table cache budget (default 32M).\n" \
   "single-link=true      Serve one link of a snapshot chain alone.\n" \
@@ -192,7 +192,7 @@ vmdk_config_complete (void)
   "allow-devices=true    Block devices may back extents."
 
 static void
-vmdk_dump_plugin (void)
+plugin_dump_plugin (void)
 {
   printf ("vmdk_subformats=monolithicSparse,monolithicFlat,"
           "twoGbMaxExtentSparse,twoGbMaxExtentFlat,streamOptimized,vmfs,"
@@ -225,7 +225,7 @@ raise_fd_limit (void)
  * input stops startup with a clear message.
  */
 static int
-vmdk_get_ready (void)
+plugin_get_ready (void)
 {
   struct vmdk_options opts = {
     .readonly = readonly_param == 1,
@@ -265,7 +265,7 @@ vmdk_get_ready (void)
 }
 
 static void *
-vmdk_open_connection (int readonly)
+plugin_open (int readonly)
 {
   return NBDKIT_HANDLE_NOT_NEEDED;
 }
@@ -276,14 +276,14 @@ vmdk_open_connection (int readonly)
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 static int64_t
-vmdk_get_size_cb (void *handle)
+plugin_get_size (void *handle)
 {
   return vmdk_get_size (img);
 }
 
 /* Any byte offset and length works; the grain is the natural unit. */
 static int
-vmdk_block_size (void *handle,
+plugin_block_size (void *handle,
                  uint32_t *minimum, uint32_t *preferred, uint32_t *maximum)
 {
   *minimum = 1;
@@ -293,7 +293,7 @@ vmdk_block_size (void *handle,
 }
 
 static int
-vmdk_can_write (void *handle)
+plugin_can_write (void *handle)
 {
   return vmdk_is_writable (img, NULL);
 }
@@ -303,50 +303,50 @@ vmdk_can_write (void *handle)
  * clients may spread I/O over connections.
  */
 static int
-vmdk_can_multi_conn (void *handle)
+plugin_can_multi_conn (void *handle)
 {
   return 1;
 }
 
 static int
-vmdk_can_flush (void *handle)
+plugin_can_flush (void *handle)
 {
   return 1;
 }
 
 /* FUA is honoured by flushing before the reply. */
 static int
-vmdk_can_fua (void *handle)
+plugin_can_fua (void *handle)
 {
   return NBDKIT_FUA_NATIVE;
 }
 
 static int
-vmdk_can_zero (void *handle)
+plugin_can_zero (void *handle)
 {
   return 1;
 }
 
 static int
-vmdk_can_fast_zero (void *handle)
+plugin_can_fast_zero (void *handle)
 {
   return 1;
 }
 
 static int
-vmdk_can_trim (void *handle)
+plugin_can_trim (void *handle)
 {
   return 1;
 }
 
 static int
-vmdk_can_cache (void *handle)
+plugin_can_cache (void *handle)
 {
   return NBDKIT_CACHE_EMULATE;
 }
 
 static int
-vmdk_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
+plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                uint32_t flags)
 {
   if (vmdk_pread (img, buf, count, offset) == -1) {
@@ -357,7 +357,7 @@ vmdk_pread_cb (void *handle, void *buf, uint32_t count, uint64_t offset,
 }
 
 static int
-vmdk_pwrite_cb (void *handle, const void *buf, uint32_t count,
+plugin_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   if (vmdk_pwrite (img, buf, count, offset,
@@ -369,7 +369,7 @@ vmdk_pwrite_cb (void *handle, const void *buf, uint32_t count,
 }
 
 static int
-vmdk_flush_cb (void *handle, uint32_t flags)
+plugin_flush (void *handle, uint32_t flags)
 {
   if (vmdk_flush (img) == -1) {
     report_error ();
@@ -379,7 +379,7 @@ vmdk_flush_cb (void *handle, uint32_t flags)
 }
 
 static int
-vmdk_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+plugin_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   if (vmdk_trim (img, count, offset,
                  (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1) {
@@ -390,7 +390,7 @@ vmdk_trim_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 }
 
 static int
-vmdk_zero_cb (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
+plugin_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   unsigned f = 0;
 
@@ -437,7 +437,7 @@ add_one_extent (void *opaque, uint64_t offset, uint64_t length,
 }
 
 static int
-vmdk_extents_cb (void *handle, uint32_t count, uint64_t offset,
+plugin_extents (void *handle, uint32_t count, uint64_t offset,
                  uint32_t flags, struct nbdkit_extents *extents)
 {
   int r;
@@ -461,29 +461,29 @@ static struct nbdkit_plugin plugin = {
   .version            = PACKAGE_VERSION,
   .description        = "Serve VMware VMDK disk images",
   .magic_config_key   = "file",
-  .unload             = vmdk_unload,
-  .config             = vmdk_config,
-  .config_complete    = vmdk_config_complete,
-  .config_help        = vmdk_config_help,
-  .dump_plugin        = vmdk_dump_plugin,
-  .get_ready          = vmdk_get_ready,
-  .open               = vmdk_open_connection,
-  .get_size           = vmdk_get_size_cb,
-  .block_size         = vmdk_block_size,
-  .can_write          = vmdk_can_write,
-  .can_flush          = vmdk_can_flush,
-  .can_multi_conn     = vmdk_can_multi_conn,
-  .can_trim           = vmdk_can_trim,
-  .can_zero           = vmdk_can_zero,
-  .can_fast_zero      = vmdk_can_fast_zero,
-  .can_fua            = vmdk_can_fua,
-  .can_cache          = vmdk_can_cache,
-  .pread              = vmdk_pread_cb,
-  .pwrite             = vmdk_pwrite_cb,
-  .flush              = vmdk_flush_cb,
-  .trim               = vmdk_trim_cb,
-  .zero               = vmdk_zero_cb,
-  .extents            = vmdk_extents_cb,
+  .unload             = plugin_unload,
+  .config             = plugin_config,
+  .config_complete    = plugin_config_complete,
+  .config_help        = plugin_config_help,
+  .dump_plugin        = plugin_dump_plugin,
+  .get_ready          = plugin_get_ready,
+  .open               = plugin_open,
+  .get_size           = plugin_get_size,
+  .block_size         = plugin_block_size,
+  .can_write          = plugin_can_write,
+  .can_flush          = plugin_can_flush,
+  .can_multi_conn     = plugin_can_multi_conn,
+  .can_trim           = plugin_can_trim,
+  .can_zero           = plugin_can_zero,
+  .can_fast_zero      = plugin_can_fast_zero,
+  .can_fua            = plugin_can_fua,
+  .can_cache          = plugin_can_cache,
+  .pread              = plugin_pread,
+  .pwrite             = plugin_pwrite,
+  .flush              = plugin_flush,
+  .trim               = plugin_trim,
+  .zero               = plugin_zero,
+  .extents            = plugin_extents,
   .errno_is_preserved = 1,
 };
 
