@@ -136,6 +136,25 @@ load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
   return gtcache_data (*pin);
 }
 
+/* The grain table gt_index, pinned (NULL: the directory has none, and
+ * its range is unallocated).  A directory entry that failed validation
+ * fails with EIO.
+ */
+static int
+get_table (struct grain_dir *d, uint64_t gt_index,
+           const unsigned char **table, struct gt_entry **pin)
+{
+  *table = NULL;
+  if (gt_index >= d->nr_gts || gt_offset (d, gt_index) == 0)
+    return 0;
+  if (gt_offset (d, gt_index) == GD_BAD)
+    return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
+                       " points outside the file: corrupt image",
+                       d->io->name, gt_index);
+  *table = load_table (d, gt_index, pin);
+  return *table ? 0 : -1;
+}
+
 static enum run_kind
 run_kind_of (enum grain_kind k)
 {
@@ -164,19 +183,13 @@ grain_dir_lookup (struct grain_dir *d, uint64_t offset, uint64_t max,
   /* Runs never cross a grain table: the caller loops. */
   max = MIN (max, coverage - in_table);
 
-  if (gt_index >= d->nr_gts || gt_offset (d, gt_index) == 0) {
+  if (get_table (d, gt_index, &table, &pin) == -1)
+    return -1;
+  if (table == NULL) {
     run->kind = RUN_UNALLOC;
     run->length = max;
     return 0;
   }
-  if (gt_offset (d, gt_index) == GD_BAD)
-    return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
-                       " points outside the file: corrupt image",
-                       d->io->name, gt_index);
-
-  table = load_table (d, gt_index, &pin);
-  if (table == NULL)
-    return -1;
 
   if (d->decode (d, get_gte (table, d->gte_size, i), gt_index, i,
                  &kind, &foff) == -1)
@@ -251,17 +264,12 @@ grain_dir_get (struct grain_dir *d, uint64_t gt_index, uint32_t gte_index,
   const unsigned char *table;
   struct gt_entry *pin;
 
-  if (gt_index >= d->nr_gts || gt_offset (d, gt_index) == 0) {
+  if (get_table (d, gt_index, &table, &pin) == -1)
+    return -1;
+  if (table == NULL) {
     *gte = 0;
     return 0;
   }
-  if (gt_offset (d, gt_index) == GD_BAD)
-    return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
-                       " points outside the file: corrupt image",
-                       d->io->name, gt_index);
-  table = load_table (d, gt_index, &pin);
-  if (table == NULL)
-    return -1;
   *gte = get_gte (table, d->gte_size, gte_index);
   gtcache_unpin (pin);
   return 0;
