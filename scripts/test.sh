@@ -45,6 +45,8 @@ logdirs=()
 tmpdir=$(mktemp -d)
 trap 'rm -rf "$tmpdir"' EXIT
 stamp=$tmpdir/stamp
+start_mark=$tmpdir/start
+touch "$start_mark"
 
 step ()
 {
@@ -142,6 +144,15 @@ failed_tests ()
   ' "$1"
 }
 
+# Temporary files the tests leave behind in the system's temporary
+# directory (nbdkit's socket directories, say) are a failure: every test
+# keeps its files in its own scratch directory.
+tmp_listing ()
+{
+  find "${TMPDIR:-/tmp}" -mindepth 1 -maxdepth 1 -name 'nbdkit*' \
+       -newer "$start_mark" -printf '%f\n' 2>/dev/null | sort
+}
+
 # ---------------------------------------------------------------------
 step "installing missing packages"
 bash "$here/deps.sh"
@@ -212,6 +223,12 @@ case "$rc" in
   77) extra_skips=$((extra_skips + 1)) ;;
   *) extra_failures+=("fuzzing (make -C build-fuzz/fuzz check-fuzz) failed") ;;
 esac
+
+# ---------------------------------------------------------------------
+leftovers=$(tmp_listing)
+if [ -n "$leftovers" ]; then
+  extra_failures+=("the tests left $(echo "$leftovers" | wc -l) nbdkit* entries in ${TMPDIR:-/tmp}: $(echo "$leftovers" | head -n 5 | tr '\n' ' ')")
+fi
 
 # ---------------------------------------------------------------------
 step "results"

@@ -118,7 +118,7 @@ requires_free_space ()
 
 # make_scratch [big]
 #   Sets $scratch to a fresh, empty per-test directory, removed at exit
-#   unless KEEP_SCRATCH=1.  It is $abs_builddir/tmp/<testname> unless
+#   unless KEEP_SCRATCH=1, and TMPDIR to its tmp/ subdirectory.  It is $abs_builddir/tmp/<testname> unless
 #   that is on tmpfs (RAM) and "big" is given, in which case it is
 #   /var/tmp/nbdkit-vmdk-<testname>.<pid> (big sparse files must not
 #   land in memory).
@@ -133,10 +133,13 @@ make_scratch ()
         scratch="$base/$testname"
     fi
     rm -rf "$scratch"
-    mkdir -p "$scratch"
+    mkdir -p "$scratch/tmp"
     if [ "${KEEP_SCRATCH:-0}" != 1 ]; then
         cleanup_fn rm -rf "$scratch"
     fi
+    # Whatever the test and the programs it runs put in the temporary
+    # directory goes with the scratch directory.
+    export TMPDIR="$scratch/tmp"
 }
 
 # ---------------------------------------------------------------------

@@ -22,32 +22,17 @@
 # images, whose parent name covers byte 512) are compared with the raw
 # source only.  The descriptor form needs no such help.
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 set -x
 
-: "${abs_builddir:=$(cd "$(dirname "$0")" && pwd)}"
-: "${VMDK_PLUGIN:=$abs_builddir/../plugin/.libs/nbdkit-vmdk-plugin.so}"
-
-for cmd in nbdkit nbdcopy nbdinfo qemu-img cmp od dd truncate; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-        echo "$0: $cmd not available: test skipped"
-        exit 77
-    fi
-done
-if [ ! -f "$VMDK_PLUGIN" ]; then
-    echo "$0: $VMDK_PLUGIN not built: test skipped"
-    exit 77
-fi
+requires_plugin
+requires_cmds nbdkit nbdcopy nbdinfo qemu-img cmp od dd truncate
 have_jq=no
 if command -v jq >/dev/null 2>&1; then have_jq=yes; fi
 
 mkcowd="$abs_builddir/mkcowd"
-scratch="$abs_builddir/tmp/test-cowd"
-rm -rf "$scratch"
-mkdir -p "$scratch"
-if [ "${KEEP_SCRATCH:-0}" != 1 ]; then
-    trap 'rm -rf "$scratch"' EXIT
-fi
+make_scratch
 cd "$scratch"
 
 K=1024

@@ -16,17 +16,16 @@
 # map shows them as "2 zero"; type 0x0 (unallocated) and GD holes show
 # as "3 hole,zero" (or the parent's answer in a chain).
 
+source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
-for cmd in nbdkit nbdcopy nbdinfo qemu-img; do
-  command -v $cmd >/dev/null || { echo "SKIP: $cmd not found"; exit 77; }
-done
-plugin=${VMDK_PLUGIN:?}
-mk=${abs_builddir:?}/mksesparse
+requires_plugin
+requires_cmds nbdkit nbdcopy nbdinfo qemu-img
+plugin=$VMDK_PLUGIN
+mk=$abs_builddir/mksesparse
 [ -x "$mk" ] || { echo "FAIL: $mk not built"; exit 1; }
-d=$abs_builddir/tmp/test-sesparse
-rm -rf "$d"; mkdir -p "$d"; cd "$d"
-trap 'cd /; rm -rf "$d"' EXIT
+make_scratch
+cd "$scratch"
 
 failures=0
 fail () { echo "FAIL: $*"; failures=$((failures + 1)); }
