@@ -396,9 +396,13 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
   return NULL;
 }
 
-struct vmdk_image *
-vmdk_open_source (struct vmdk_source *src, const char *name,
-                  const struct vmdk_options *opts)
+/* Open the top of a chain, with a cache and a loop detector of its
+ * own: name is a file of src, or (hint) a path relative to it.  If
+ * owns_src, src goes with the image whether or not the open succeeds.
+ */
+static struct vmdk_image *
+open_top (struct vmdk_source *src, bool owns_src, const char *name,
+          bool hint, const struct vmdk_options *opts)
 {
   static const struct vmdk_options defaults = { .readonly = true };
   struct chain *chain;
@@ -414,10 +418,14 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
     vmdk_error (ENOMEM, "malloc: %m");
     free (chain);
     gtcache_free (cache);
-    src->ops->close (src);
+    if (owns_src)
+      src->ops->close (src);
     return NULL;
   }
-  img = image_open_link (src, true, name, opts, cache, chain);
+  if (hint)
+    img = chain_open_hint (src, name, opts, cache, chain);
+  else
+    img = image_open_link (src, owns_src, name, opts, cache, chain);
   free (chain);
   if (img == NULL) {
     gtcache_free (cache);
@@ -425,6 +433,20 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
   }
   img->owns_cache = true;
   return img;
+}
+
+struct vmdk_image *
+vmdk_open_source (struct vmdk_source *src, const char *name,
+                  const struct vmdk_options *opts)
+{
+  return open_top (src, true, name, false, opts);
+}
+
+struct vmdk_image *
+image_open_hint (struct vmdk_source *src, const char *hint,
+                 const struct vmdk_options *opts)
+{
+  return open_top (src, false, hint, true, opts);
 }
 
 struct vmdk_image *
