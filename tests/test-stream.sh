@@ -18,7 +18,7 @@
 #    marker, footer and end-of-stream marker last) reads the same.
 #
 # Hostile grain markers, truncated images and broken footers are cases
-# of test-malformed.sh.
+# of test-malformed-stream.sh.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
