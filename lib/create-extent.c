@@ -20,6 +20,7 @@
 #include "error.h"
 #include "header.h"
 #include "le.h"
+#include "stream-map.h"
 
 /* COWD redo logs as ESX writes them: one-sector grains. */
 #define CREATE_COWD_GRAIN_SECTORS 1
@@ -137,6 +138,49 @@ create_cowd_extent (struct vmdk_io *io, uint64_t capacity,
       io->ops->extend (io, next_free * SECTOR) == -1)
     return -1;
   return 0;
+}
+
+int
+create_stream_extent (struct vmdk_io *io, uint64_t capacity,
+                      const char *desc, size_t desc_len)
+{
+  const uint64_t grain_bytes = CREATE_GRAIN_SECTORS * SECTOR;
+  struct sparse_header h = {
+    .version = 3,
+    .flags = SPARSE_FLAG_NL_DETECT | SPARSE_FLAG_COMPRESSED |
+      SPARSE_FLAG_MARKERS,
+    .capacity = capacity,
+    .grain_size = CREATE_GRAIN_SECTORS,
+    .desc_offset = 1,
+    .desc_size = CREATE_EMBEDDED_DESC_SECTORS,
+    .num_gtes_per_gt = CREATE_GTES_PER_GT,
+    .gd_offset = SPARSE_GD_AT_END,
+    .overhead = CREATE_GRAIN_SECTORS,
+    .compress_algorithm = SPARSE_COMPRESS_DEFLATE,
+  };
+  unsigned char buf[SPARSE_HEADER_SIZE], *tail = NULL;
+  struct stream_map m;
+  size_t len;
+  int r;
+
+  if (desc_len > h.desc_size * SECTOR)
+    return vmdk_error (EINVAL, "%s: the descriptor (%zu bytes) does not fit "
+                       "the %" PRIu64 " sectors reserved for it", io->name,
+                       desc_len, h.desc_size);
+  if (stream_map_init (&m, div_round_up (capacity * SECTOR, grain_bytes),
+                       CREATE_GTES_PER_GT) == -1)
+    return -1;
+  r = stream_tail_build (&m, &h, h.overhead * SECTOR, &tail, &len);
+  stream_map_free (&m);
+  sparse_header_encode (&h, buf);
+  if (r == 0)
+    r = io->ops->pwrite (io, buf, sizeof buf, 0);
+  if (r == 0)
+    r = io->ops->pwrite (io, desc, desc_len, SECTOR);
+  if (r == 0)
+    r = io->ops->pwrite (io, tail, len, h.overhead * SECTOR);
+  free (tail);
+  return r;
 }
 
 int

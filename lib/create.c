@@ -156,7 +156,7 @@ vmdk_create_defaults (struct vmdk_create_options *opts)
 }
 
 /* What a type is made of. */
-enum extent_kind { KIND_SPARSE, KIND_FLAT, KIND_VMFS, KIND_COWD };
+enum extent_kind { KIND_SPARSE, KIND_FLAT, KIND_VMFS, KIND_COWD, KIND_STREAM };
 
 struct type_info {
   enum extent_kind kind;
@@ -183,6 +183,9 @@ type_info (enum vmdk_create_type type)
     KIND_VMFS, false, false, false, "-flat.vmdk", 0 };
   static const struct type_info vmfs_sparse = {
     KIND_COWD, false, false, true, "-delta.vmdk", UINT32_MAX };
+  /* The reader holds a directory of at most 4 Mi tables: 128 TiB. */
+  static const struct type_info stream = {
+    KIND_STREAM, false, true, false, "", UINT64_C (1) << 38 };
 
   switch (type) {
   case VMDK_CREATE_MONOLITHIC_SPARSE: return &mono_sparse;
@@ -192,7 +195,7 @@ type_info (enum vmdk_create_type type)
   case VMDK_CREATE_VMFS_FLAT:
   case VMDK_CREATE_VMFS_THIN: return &vmfs_flat;
   case VMDK_CREATE_VMFS_SPARSE: return &vmfs_sparse;
-  case VMDK_CREATE_STREAM_OPTIMIZED: break;
+  case VMDK_CREATE_STREAM_OPTIMIZED: return &stream;
   }
   return NULL;
 }
@@ -338,7 +341,8 @@ static const char *
 extent_line_type (enum extent_kind kind)
 {
   switch (kind) {
-  case KIND_SPARSE: return "SPARSE";
+  case KIND_SPARSE:
+  case KIND_STREAM: return "SPARSE";
   case KIND_FLAT: return "FLAT";
   case KIND_VMFS: return "VMFS";
   case KIND_COWD: return "VMFSSPARSE";
@@ -441,8 +445,7 @@ make_plan (struct plan *p, struct vmdk_source *src, const char *name,
   p->name = name;
   p->info = type_info (o->type);
   if (p->info == NULL)
-    return vmdk_error (ENOTSUP, "create-type: %s is not supported yet",
-                       vmdk_create_type_name (o->type));
+    return vmdk_error (EINVAL, "create-type: unknown type");
   if ((unsigned) o->adapter >= NR_ADAPTERS)
     return vmdk_error (EINVAL, "create-adapter-type: unknown adapter");
   if (o->hw_version < 1 || o->hw_version > MAX_HW_VERSION)
@@ -530,6 +533,8 @@ write_extent (const struct plan *p, const struct new_extent *e,
                                  e->file ? 0 : p->desc_len);
   case KIND_COWD:
     return create_cowd_extent (io, e->sectors, &p->geo, p->opts->parent);
+  case KIND_STREAM:
+    return create_stream_extent (io, e->sectors, p->desc, p->desc_len);
   case KIND_FLAT:
   case KIND_VMFS:
     return create_flat_extent (io, e->sectors);

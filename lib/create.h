@@ -45,6 +45,15 @@ extern int create_cowd_extent (struct vmdk_io *io, uint64_t capacity,
                                const struct geometry *geo,
                                const char *parent_name);
 
+/* A streamOptimized extent of capacity sectors as VMware writes one
+ * (version 3 header, flags newline test, compressed and markers, the
+ * directory at the end), with desc embedded at sector 1, and no
+ * grains yet: the header and descriptor, then at overHead (128) an
+ * empty directory, the footer and the end-of-stream marker.
+ */
+extern int create_stream_extent (struct vmdk_io *io, uint64_t capacity,
+                                 const char *desc, size_t desc_len);
+
 /* A flat extent: the file at its full size, as a hole (no data is
  * written).
  */

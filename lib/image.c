@@ -28,6 +28,7 @@
 #include "graindir.h"
 #include "gtcache.h"
 #include "header.h"
+#include "deflate.h"
 #include "image.h"
 
 /* Preferred I/O size advertised for images without grains (flat). */
@@ -370,6 +371,8 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
   }
 
   img->rw = !opts->readonly;
+  img->compression_level = opts->compression_level ?
+    opts->compression_level : vmdk_deflate_default_level ();
   pthread_mutex_init (&img->write_lock, NULL);
   main_io = open_file (img, name);
   if (main_io == NULL || remember_io (img, main_io) == -1)
@@ -411,6 +414,13 @@ open_top (struct vmdk_source *src, bool owns_src, const char *name,
 
   if (opts == NULL)
     opts = &defaults;
+  if (opts->compression_level < 0 || opts->compression_level > 9) {
+    vmdk_error (EINVAL, "compression level %d is not from 1 to 9",
+                opts->compression_level);
+    if (owns_src)
+      src->ops->close (src);
+    return NULL;
+  }
   chain = calloc (1, sizeof *chain);
   cache = gtcache_new (opts->gt_cache_bytes ? opts->gt_cache_bytes
                                             : VMDK_DEFAULT_GT_CACHE);

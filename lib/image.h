@@ -46,6 +46,7 @@ struct vmdk_image {
   uint64_t desc_offset, desc_length;  /* descriptor bytes in ios[0] */
   pthread_mutex_t write_lock;   /* first-write setup */
   bool modified;
+  int compression_level;
 };
 
 /* The files already in the chain being opened, to refuse loops. */

@@ -130,6 +130,21 @@ mem_extend (struct vmdk_io *io, uint64_t size)
   return 0;
 }
 
+static int
+mem_truncate (struct vmdk_io *io, uint64_t size)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+  unsigned char zero = 0;
+
+  pthread_rwlock_wrlock (&f->lock);
+  if (size < f->len)
+    f->len = size;
+  pthread_rwlock_unlock (&f->lock);
+  if (size > f->len)
+    return mem_pwrite (io, &zero, 1, size - 1);
+  return 0;
+}
+
 static void
 mem_close (struct vmdk_io *io)
 {
@@ -147,6 +162,7 @@ static const struct vmdk_io_ops mem_io_ops = {
   .punch = mem_zero,
   .zero_range = mem_zero,
   .extend = mem_extend,
+  .truncate = mem_truncate,
   .close = mem_close,
 };
 

@@ -224,6 +224,19 @@ posix_extend (struct vmdk_io *io, uint64_t size)
   return 0;
 }
 
+static int
+posix_truncate (struct vmdk_io *io, uint64_t size)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  if (p->is_device)
+    return vmdk_error (EINVAL, "truncate: %s: a block device cannot be "
+                       "resized", io->name);
+  if (ftruncate (p->fd, size) == -1)
+    return vmdk_error (errno, "ftruncate: %s: %m", io->name);
+  return 0;
+}
+
 static void
 posix_close (struct vmdk_io *io)
 {
@@ -244,6 +257,7 @@ static const struct vmdk_io_ops posix_io_ops = {
   .punch = posix_punch,
   .zero_range = posix_zero_range,
   .extend = posix_extend,
+  .truncate = posix_truncate,
   .close = posix_close,
 };
 

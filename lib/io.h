@@ -46,6 +46,8 @@ struct vmdk_io_ops {
   int (*zero_range) (struct vmdk_io *io, uint64_t offset, uint64_t count);
   /* Extend (never shrink) the file to size. */
   int (*extend) (struct vmdk_io *io, uint64_t size);
+  /* Optional: set the file's size, shrinking it. */
+  int (*truncate) (struct vmdk_io *io, uint64_t size);
   void (*close) (struct vmdk_io *io);
 };
 

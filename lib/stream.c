@@ -53,7 +53,7 @@
 
 struct stream {
   struct vmdk_io *io;
-  uint64_t file_size;
+  _Atomic uint64_t file_size;   /* grows as a writer appends */
   uint32_t grain_bytes;
   uint64_t extent_length;
   size_t max_compressed;        /* marker + data */
@@ -166,7 +166,7 @@ stream_new (struct vmdk_io *io, struct gtcache *cache, uint64_t file_size,
     return NULL;
   }
   s->io = io;
-  s->file_size = file_size;
+  atomic_init (&s->file_size, file_size);
   s->grain_bytes = grain_bytes;
   s->extent_length = extent_length;
   s->max_compressed = STREAM_MAX_COMPRESSED (grain_bytes);
@@ -212,15 +212,16 @@ read_grain_marker (struct stream *s, const struct run *run,
   const char *name = s->io->name;
   uint64_t foff = run->file_offset, avail, lba;
   uint64_t want_lba = run->grain_start / SECTOR;
+  uint64_t file_size = atomic_load (&s->file_size);
   size_t first, need, hint;
   struct thread_buf *b;
 
-  if (foff >= s->file_size || s->file_size - foff < GRAIN_MARKER_SIZE)
+  if (foff >= file_size || file_size - foff < GRAIN_MARKER_SIZE)
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 " (for "
                        "sector %" PRIu64 ") is cut short by the end of the "
                        "file (size %" PRIu64 "): truncated image",
-                       name, foff, want_lba, s->file_size);
-  avail = s->file_size - foff;
+                       name, foff, want_lba, file_size);
+  avail = file_size - foff;
   b = *bp = get_thread_buf ();
   if (b == NULL)
     return -1;
@@ -250,7 +251,7 @@ read_grain_marker (struct stream *s, const struct run *run,
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": size "
                        "field %" PRIu32 " runs past the end of the file (%"
                        PRIu64 " bytes): corrupt or truncated image", name,
-                       foff, *csize, s->file_size);
+                       foff, *csize, file_size);
   if (need > first &&
       (reserve (&b->in, need) == -1 ||
        io_pread_full (s->io, b->in.p + first, need - first, foff + first,
@@ -344,7 +345,9 @@ remember (struct stream *s, uint64_t index)
                          memory_order_relaxed);
 }
 
-/* Was grain index read lately?  Remembers it if not. */
+/* Was the grain stored at sector index read lately?  Remembers it if
+ * not.
+ */
 static bool
 seen_recently (struct stream *s, uint64_t index)
 {
@@ -387,7 +390,10 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
              void *buf, size_t count)
 {
   uint64_t in_grain = offset - run->grain_start;
-  uint64_t index = run->grain_start / s->grain_bytes;
+  /* Grains are keyed by where they are stored: a rewritten grain is a
+   * new marker elsewhere, so the cache never serves an old version.
+   */
+  uint64_t index = run->file_offset / SECTOR;
   bool whole = in_grain == 0 && count == s->grain_bytes;
   struct gt_entry *pin;
   const unsigned char *data;
@@ -453,13 +459,32 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
     return r;
   }
 
-  /* Not cacheable (an index beyond the cache's keys, or no memory). */
+  /* Not cacheable (a sector beyond the cache's keys, or no memory). */
   tmp = malloc (s->grain_bytes);
   if (tmp == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
   r = inflate_grain (s, run, tmp, s->grain_bytes);
   if (r == 0)
     memcpy (buf, tmp + in_grain, count);
+  free (tmp);
+  return r;
+}
+
+void
+stream_set_file_size (struct stream *s, uint64_t file_size)
+{
+  atomic_store (&s->file_size, file_size);
+}
+
+int
+stream_check_grain (struct stream *s, const struct run *run)
+{
+  unsigned char *tmp = malloc (s->grain_bytes);
+  int r;
+
+  if (tmp == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  r = inflate_grain (s, run, tmp, s->grain_bytes);
   free (tmp);
   return r;
 }

@@ -50,8 +50,15 @@ struct vmdk_options {
    * CID (a warning is logged).  For experts repairing broken chains.
    */
   bool ignore_parent_cid;
+  /* Deflate level (1 to 9) of grains written to streamOptimized
+   * images; 0: the default (vmdk_compression_level_default).
+   */
+  int compression_level;
   struct vmdk_file_policy files;  /* vmdk_open only */
 };
+
+/* The default compression level of streamOptimized writes. */
+extern int vmdk_compression_level_default (void);
 
 /* Open the VMDK at path: a descriptor file, or a monolithic file with an
  * embedded descriptor.  Extent files are opened relative to the directory

@@ -183,6 +183,22 @@ config_create_size (const char *value)
   return 0;
 }
 
+static int compression_level;
+
+static int
+config_compression_level (const char *value)
+{
+  if (nbdkit_parse_int ("create-compression-level", value,
+                        &compression_level) == -1)
+    return -1;
+  if (compression_level < 1 || compression_level > 9) {
+    nbdkit_error ("create-compression-level: %s is not a level from 1 to 9",
+                  value);
+    return -1;
+  }
+  return 0;
+}
+
 /* The create-* parameters; 1 if key is none of them. */
 static int
 config_create (const char *key, const char *value)
@@ -201,6 +217,8 @@ config_create (const char *key, const char *value)
     r = vmdk_adapter_type_parse (value, &create_opts.adapter);
   else if (strcmp (key, "create-hwversion") == 0)
     r = vmdk_hw_version_parse (value, &create_opts.hw_version);
+  else if (strcmp (key, "create-compression-level") == 0)
+    return config_compression_level (value);
   else if (strcmp (key, "create-parent") == 0) {
     create_parent = strdup (value);
     if (create_parent == NULL) {
@@ -329,7 +347,9 @@ plugin_config_complete (void)
   "create-adapter-type=<TYPE>  ide, scsi-buslogic (default), scsi-lsilogic.\n" \
   "create-hwversion=<VER>  workstation4, workstation5 (default), ..., esx65,\n" \
   "                      or a number.\n" \
-  "create-parent=<FILE>  The new image is a snapshot (delta) of FILE."
+  "create-parent=<FILE>  The new image is a snapshot (delta) of FILE.\n" \
+  "create-compression-level=<N>  Deflate level 1-9 of stream-optimized\n" \
+  "                      images (default: 4 with libdeflate)."
 
 static void
 plugin_dump_plugin (void)
@@ -374,6 +394,7 @@ plugin_get_ready (void)
     .gt_cache_bytes = gt_cache_bytes,
     .single_link = single_link == 1,
     .ignore_parent_cid = ignore_parent_cid == 1,
+    .compression_level = compression_level,
     .files = {
       .allowed_dirs = (const char *const *) allowed_dirs,
       .allow_devices = allow_devices == 1,

@@ -5,7 +5,8 @@
 # SPDX-License-Identifier: BSD-3-Clause (see COPYING)
 
 # create=true and the create-* parameters, end to end:
-#  1. Every create type: a new image of 4 GiB + 100 MiB + 3 sectors (so
+#  1. Every create type (stream-optimized: test-stream-write.sh tests
+#     its layout): a new image of 4 GiB + 100 MiB + 3 sectors (so
 #     split kinds have three extent files and the last grain is partial)
 #     gets a pattern of writes through the plugin (qemu-io over NBD):
 #     data across grains, a grain-table boundary and both extent-file
@@ -150,6 +151,7 @@ types=(
     "vmfs-flat vmfs new.vmdk new-flat.vmdk"
     "vmfs-thin vmfs new.vmdk new-flat.vmdk"
     "vmfs-sparse vmfsSparse new.vmdk new-delta.vmdk"
+    "stream-optimized streamOptimized new.vmdk"
 )
 for t in "${types[@]}"; do
     read -r type ct files <<< "$t"
@@ -368,6 +370,13 @@ refused "monolithic-sparse over 2 TiB" "too large for a monolithic-sparse" \
         file=n.vmdk create=true create-size=3T
 refused "vmfs-sparse of 2 TiB" "too large for a vmfs-sparse" \
         file=n.vmdk create=true create-size=2T create-type=vmfs-sparse
+refused "stream delta" "a stream-optimized image cannot be a delta link" \
+        file=n.vmdk create=true create-type=stream-optimized \
+        create-parent=base.vmdk
+refused "compression level 0" "create-compression-level: 0 is not a level" \
+        file=n.vmdk create=true create-size=1G create-compression-level=0
+refused "compression level 10" "create-compression-level: 10 is not a level" \
+        file=n.vmdk create=true create-size=1G create-compression-level=10
 cd ..
 
 # A creation that fails half-way (the first extent file exceeds a file

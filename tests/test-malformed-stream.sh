@@ -105,19 +105,24 @@ mt=$(grain_marker st.vmdk 32)
 test "$(u64 st.vmdk "$m2")" -eq 256
 csize3=$(u32 st.vmdk $(( m3 + 8 )))
 
-# stream_bad ID NAME MESSAGE-REGEX FILE GRAIN: grain GRAIN of FILE is
-# broken: EIO there, the neighbours read.
+# stream_bad ID NAME MESSAGE-REGEX FILE GRAIN [RO-REASON]: grain GRAIN
+# of FILE is broken: EIO there, the neighbours read.  The default mode
+# serves it writable; only a bad last grain, or an entry outside the
+# file, keeps it read-only, for RO-REASON.
 stream_bad ()
 {
-    local g="$5" len=$G
+    local g="$5" len=$G ro=""
     if [ "$g" -eq 32 ]; then len=3584; fi
+    if [ -n "${6:-}" ]; then ro="ro $6"; fi
     expect_served "$1" "$2" "~$4: $3" "$4" <<EOF
 eio $(( g * G )) $len
 data $(( g > 0 ? (g - 1) * G : G )) $G $(( g > 0 ? g : 2 ))
 data $(( g < 31 ? (g + 1) * G : 0 )) $G $(( g < 31 ? g + 2 : 1 ))
-ro streamOptimized \(compressed\) extents are read-only
+$ro
 EOF
 }
+last_bad="the last grain's marker is invalid"
+outside="a grain table entry points before overHead or past the end of the file"
 
 variant lba.vmdk st.vmdk "$m2" 8 384
 stream_bad S1 stream-lba-mismatch \
@@ -139,11 +144,11 @@ past=$(( fsize - mt - 12 + 1 ))
 variant szeof.vmdk st.vmdk $(( mt + 8 )) 4 "$past"
 stream_bad S4 stream-size-past-eof \
            "grain marker at offset $mt: size field $past runs past the end of the file" \
-           szeof.vmdk 32
+           szeof.vmdk 32 "$last_bad"
 variant gteeof.vmdk st.vmdk "$(kdmv_gte_offset st.vmdk 5)" 4 4000000
 stream_bad G3 stream-gte-past-eof \
            "grain table 0 entry 5 = 4000000 points outside the file" \
-           gteeof.vmdk 5
+           gteeof.vmdk 5 "$outside"
 
 variant zh.vmdk st.vmdk $(( m2 + 12 )) 2 0
 stream_bad S5 stream-zlib-header \
@@ -193,7 +198,7 @@ data 0 $G 1
 data $(( 15 * G )) $G 16
 eio $(( 16 * G )) $G
 eio $(( 31 * G )) $G
-ro streamOptimized
+ro $outside
 EOF
 head -c $(( m16 + 40 )) st.vmdk > cutmid.vmdk
 expect_served S8 stream-truncated-mid-grain \
@@ -201,7 +206,7 @@ expect_served S8 stream-truncated-mid-grain \
               cutmid.vmdk <<EOF
 data $(( 15 * G )) $G 16
 eio $(( 16 * G )) $G
-ro streamOptimized
+ro $outside
 EOF
 
 # GD_AT_END (header gdOffset all ones; footer marker, footer, EOS last).
@@ -211,7 +216,6 @@ expect_served S9 stream-footer-ok - atend.vmdk <<EOF
 data 0 $G 1
 data $(( 31 * G )) $G 32
 data $(( 32 * G )) 3584 33
-ro streamOptimized
 EOF
 cp atend.vmdk fmagic.vmdk
 patch fmagic.vmdk $(( afs - 1024 )) 'XXXX'
@@ -267,14 +271,12 @@ data $(( 4 * G )) $G 5
 data $(( 5 * G )) $G 6
 data $(( 31 * G )) $G 32
 data $(( 32 * G )) 3584 33
-ro streamOptimized
 EOF
 { head -c $(( afs - 1536 )) atend.vmdk; metadata_marker 4; tail -c 1536 atend.vmdk; } \
     > progress-end.vmdk
 expect_served S13 stream-progress-before-footer - progress-end.vmdk <<EOF
 data 0 $G 1
 data $(( 32 * G )) 3584 33
-ro streamOptimized
 EOF
 cd ..
 
