@@ -13,11 +13,9 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libgen.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "checked.h"
 #include "create.h"
@@ -231,29 +229,6 @@ free_plan (struct plan *p)
   free (p->desc);
 }
 
-/* The geometry VMware's writer records: 63 sectors a track, 16 heads
- * for IDE (at most 16383 cylinders) and 255 for SCSI (at most 65535),
- * cylinders rounded up.
- */
-static struct geometry
-compute_geometry (uint64_t sectors, enum vmdk_adapter_type adapter)
-{
-  struct geometry g = { .sectors = 63 };
-  uint64_t max_cylinders;
-
-  if (adapter == VMDK_ADAPTER_IDE) {
-    g.heads = 16;
-    max_cylinders = 16383;
-  }
-  else {
-    g.heads = 255;
-    max_cylinders = 65535;
-  }
-  g.cylinders = MIN (div_round_up (sectors, (uint64_t) g.heads * g.sectors),
-                     max_cylinders);
-  return g;
-}
-
 /* The extent files, named after the main file without ".vmdk". */
 static int
 plan_extents (struct plan *p)
@@ -289,54 +264,6 @@ plan_extents (struct plan *p)
   return 0;
 }
 
-/* A growing text buffer: errors are sticky and reported at the end. */
-struct text {
-  char *s;
-  size_t len, alloc;
-  bool failed;
-};
-
-static void __attribute__ ((format (printf, 2, 3)))
-append (struct text *t, const char *fs, ...)
-{
-  va_list args;
-  int n;
-
-  if (t->failed)
-    return;
-  for (;;) {
-    va_start (args, fs);
-    n = vsnprintf (t->s ? t->s + t->len : NULL,
-                   t->s ? t->alloc - t->len : 0, fs, args);
-    va_end (args);
-    if (n < 0) {
-      t->failed = true;
-      return;
-    }
-    if (t->s && (size_t) n < t->alloc - t->len) {
-      t->len += n;
-      return;
-    }
-    t->alloc = MAX (t->alloc * 2, t->len + n + 4096);
-    t->s = realloc (t->s, t->alloc);
-    if (t->s == NULL) {
-      t->failed = true;
-      return;
-    }
-  }
-}
-
-static void
-random_bytes (void *buf, size_t n)
-{
-  unsigned char *b = buf;
-  size_t i;
-
-  if (getrandom (buf, n, 0) != (ssize_t) n)
-    for (i = 0; i < n; ++i)
-      b[i] = random ();
-}
-
 static const char *
 extent_line_type (enum extent_kind kind)
 {
@@ -357,44 +284,32 @@ static int
 plan_descriptor (struct plan *p)
 {
   const struct vmdk_create_options *o = p->opts;
+  const struct ddb_values v = {
+    .hw_version = o->hw_version,
+    .adapter = adapters[o->adapter].ddb,
+    .geo = p->geo,
+    .thin = o->type == VMDK_CREATE_VMFS_THIN,
+  };
   struct text t = { 0 };
-  unsigned char id[16];
   size_t i;
 
-  append (&t, "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n");
-  append (&t, "CID=%08" PRIx32 "\nparentCID=%08" PRIx32 "\n", p->cid,
-          p->parent_cid);
-  append (&t, "createType=\"%s\"\n", create_types[o->type].create_type);
+  text_append (&t, "# Disk DescriptorFile\nversion=1\nencoding=\"UTF-8\"\n");
+  text_append (&t, "CID=%08" PRIx32 "\nparentCID=%08" PRIx32 "\n", p->cid,
+               p->parent_cid);
+  text_append (&t, "createType=\"%s\"\n", create_types[o->type].create_type);
   if (o->parent)
-    append (&t, "parentFileNameHint=\"%s\"\n", o->parent);
-  append (&t, "\n# Extent description\n");
+    text_append (&t, "parentFileNameHint=\"%s\"\n", o->parent);
+  text_append (&t, "\n# Extent description\n");
   for (i = 0; i < p->nr_extents; ++i) {
     const struct new_extent *e = &p->extents[i];
 
-    append (&t, "RW %" PRIu64 " %s \"%s\"", e->sectors,
-            extent_line_type (p->info->kind), e->file ? e->file : p->name);
-    append (&t, p->info->kind == KIND_FLAT ? " 0\n" : "\n");
+    text_append (&t, "RW %" PRIu64 " %s \"%s\"", e->sectors,
+                 extent_line_type (p->info->kind),
+                 e->file ? e->file : p->name);
+    text_append (&t, p->info->kind == KIND_FLAT ? " 0\n" : "\n");
   }
-  append (&t, "\n# The Disk Data Base\n#DDB\n\n");
-  random_bytes (id, sizeof id);
-  append (&t, "ddb.longContentID = \"");
-  for (i = 0; i < 16; ++i)
-    append (&t, "%02x", id[i]);
-  append (&t, "\"\n");
-  random_bytes (id, sizeof id);
-  append (&t, "ddb.uuid = \"");
-  for (i = 0; i < 16; ++i)
-    append (&t, "%02x%s", id[i], i == 15 ? "" : i == 7 ? "-" : " ");
-  append (&t, "\"\n");
-  append (&t, "ddb.virtualHWVersion = \"%u\"\n", o->hw_version);
-  append (&t, "ddb.geometry.cylinders = \"%" PRIu32 "\"\n", p->geo.cylinders);
-  append (&t, "ddb.geometry.heads = \"%" PRIu32 "\"\n", p->geo.heads);
-  append (&t, "ddb.geometry.sectors = \"%" PRIu32 "\"\n", p->geo.sectors);
-  append (&t, "ddb.adapterType = \"%s\"\n", adapters[o->adapter].ddb);
-  if (o->type == VMDK_CREATE_VMFS_THIN)
-    append (&t, "ddb.thinProvisioned = \"1\"\n");
-  append (&t, "ddb.toolsInstallType = \"4\"\n");
-  append (&t, "ddb.toolsVersion = \"2147483647\"\n");
+  text_append (&t, "\n# The Disk Data Base\n#DDB\n\n");
+  descriptor_write_ddb (&t, &v, NULL, 0);
   if (t.failed) {
     free (t.s);
     return vmdk_error (ENOMEM, "descriptor: %m");
@@ -468,7 +383,7 @@ make_plan (struct plan *p, struct vmdk_source *src, const char *name,
                        o->size, vmdk_create_type_name (o->type),
                        p->info->max_sectors ? p->info->max_sectors * SECTOR
                                             : (uint64_t) INT64_MAX);
-  p->geo = compute_geometry (p->sectors, o->adapter);
+  p->geo = descriptor_geometry (p->sectors, o->adapter == VMDK_ADAPTER_IDE);
   p->cid = descriptor_random_cid (8, CID_NONE);
   if (plan_extents (p) == -1 || plan_descriptor (p) == -1)
     return -1;

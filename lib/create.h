@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "descriptor.h"
 #include "io.h"
 
 /* Hosted sparse geometry as VMware writes it. */
@@ -38,9 +39,7 @@ extern int create_sparse_extent (struct vmdk_io *io, uint64_t capacity,
  * parent_name is the parent's file name for a delta, else NULL (a root
  * disk, which records the geometry instead).
  */
-struct geometry {
-  uint32_t cylinders, heads, sectors;
-};
+struct geometry;
 extern int create_cowd_extent (struct vmdk_io *io, uint64_t capacity,
                                const struct geometry *geo,
                                const char *parent_name);

@@ -22,8 +22,10 @@
  */
 extern int vmdk_deflate_default_level (void);
 
-/* The most bytes compressing len bytes can take. */
-extern size_t vmdk_deflate_bound (size_t len);
+/* The most bytes compressing len bytes at level can take (0: no
+ * memory for the compressor).
+ */
+extern size_t vmdk_deflate_bound (size_t len, int level);
 
 /* Compress in (len bytes) at level into out (room for out_len bytes,
  * at least vmdk_deflate_bound (len)).  Returns the compressed length,

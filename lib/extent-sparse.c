@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "checked.h"
+#include "descriptor.h"
 #include "error.h"
 #include "graindir.h"
 #include "header.h"
@@ -418,9 +419,8 @@ stream_open_rw (struct extent *e, const char **reason)
     *reason = "streamOptimized writes need a file that can be truncated";
     return 1;
   }
-  if (e->length > s->h.capacity * SECTOR) {
-    *reason = "the extent line describes more sectors than the header's "
-      "capacity";
+  if (e->length != s->h.capacity * SECTOR) {
+    *reason = "the extent line and the stream header disagree on the size";
     return 1;
   }
   if (s->recovered)
@@ -431,6 +431,49 @@ stream_open_rw (struct extent *e, const char **reason)
   r = stream_map_load (&s->map, &s->dir, reason);
   if (r == 0)
     r = find_data_end (s, reason);
+  return r;
+}
+
+/* Other writers' stream images lack descriptor keys that VMware's
+ * importers expect (qemu-img's has no ddb.longContentID, for one): add
+ * them in the room the header reserves for the embedded descriptor.
+ */
+static int
+complete_descriptor (struct extent *e)
+{
+  struct sparse *s = e->priv;
+  uint64_t off, room;
+  size_t len, n;
+  char *text, *done;
+  int r = 0;
+
+  if (s->h.desc_offset == 0 || s->h.desc_size == 0 ||
+      s->h.desc_offset >= s->data_end / SECTOR)
+    return 0;
+  off = s->h.desc_offset * SECTOR;
+  room = MIN (s->h.desc_size * SECTOR, s->data_end - off);
+  room = MIN (room, (uint64_t) DESCRIPTOR_MAX_BYTES);
+  text = malloc (room);
+  if (text == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  if (io_pread_full (e->io, text, room, off, "descriptor") == -1) {
+    free (text);
+    return -1;
+  }
+  len = strnlen (text, room);
+  done = descriptor_complete_ddb (text, len, s->h.capacity, &n);
+  if (done == NULL)
+    r = -1;
+  else if (n > len && n < room) {
+    memset (text, 0, room);
+    memcpy (text, done, n);
+    r = e->io->ops->pwrite (e->io, text, room, off);
+  }
+  else if (n > len)
+    vmdk_warning ("%s: the embedded descriptor has no room for the keys "
+                  "VMware's importers expect; left as it is", e->io->name);
+  free (done);
+  free (text);
   return r;
 }
 
@@ -445,7 +488,7 @@ get_writer (struct extent *e, const struct write_ctx *ctx)
     return w;
   pthread_mutex_lock (&s->writer_lock);
   w = s->writer;
-  if (w == NULL) {
+  if (w == NULL && complete_descriptor (e) == 0) {
     w = stream_writer_new (e->io, s->stream, &s->h, &s->map, s->data_end,
                            !s->recovered, e->start, e->length,
                            ctx->compression_level);

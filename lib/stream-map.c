@@ -58,6 +58,27 @@ stream_map_set (struct stream_map *m, uint64_t g, uint32_t sector)
   return 0;
 }
 
+int
+stream_map_copy (struct stream_map *to, const struct stream_map *from)
+{
+  uint64_t t;
+
+  if (stream_map_init (to, from->nr_grains, from->gtes_per_gt) == -1)
+    return -1;
+  for (t = 0; t < from->nr_gts; ++t) {
+    if (from->tables[t] == NULL)
+      continue;
+    to->tables[t] = malloc (from->gtes_per_gt * sizeof (uint32_t));
+    if (to->tables[t] == NULL) {
+      stream_map_free (to);
+      return vmdk_error (ENOMEM, "malloc: grain table: %m");
+    }
+    memcpy (to->tables[t], from->tables[t],
+            from->gtes_per_gt * sizeof (uint32_t));
+  }
+  return 0;
+}
+
 void
 stream_map_lookup (const struct stream_map *m, uint64_t grain_bytes,
                    uint64_t offset, uint64_t max, struct run *run)

@@ -47,6 +47,10 @@ stream_map_get (const struct stream_map *m, uint64_t g)
 
 extern int stream_map_set (struct stream_map *m, uint64_t g, uint32_t sector);
 
+/* A deep copy of from in to (a new map). */
+extern int stream_map_copy (struct stream_map *to,
+                            const struct stream_map *from);
+
 /* The run at extent offset (bytes) for grains of grain_bytes: one
  * compressed grain, or a run of unallocated ones, at most max long.
  */

@@ -102,6 +102,7 @@ struct stream_writer {
   uint64_t data_end;            /* where the next grain goes */
   uint64_t file_end;
   bool tail_valid;              /* the file ends with a valid tail */
+  bool changed;                 /* the map changed since the last tail */
   unsigned inflight;            /* WRITING */
   bool flushing;
   int error;                    /* sticky: a stored grain was lost */
@@ -356,14 +357,17 @@ emit (struct stream_writer *w, struct gbuf *b)
   if (r == 0) {
     stream_set_file_size (w->reader, w->file_end);
     r = stream_map_set (&w->map, b->g, off / SECTOR);
+    w->changed = true;
   }
   if (r == -1)
     set_error (w);
   finish (w, b);
 }
 
-/* May the lowest READY grain be stored now?  In order, or because the
- * budget is spent, or because a writer waits for room.
+/* May the lowest READY grain be stored now?  If it is the next in
+ * order (or the client went back below it: waiting cannot restore the
+ * order then), or because the budget is spent, or because a writer
+ * waits for room.
  */
 static bool
 may_emit (const struct stream_writer *w)
@@ -371,7 +375,7 @@ may_emit (const struct stream_writer *w)
   const struct gbuf *min = w->heap_len ? w->heap[0] : NULL;
 
   return min && !w->flushing &&
-    (min->g == w->next_expected || w->ready_bytes > REORDER_BYTES ||
+    (min->g <= w->next_expected || w->ready_bytes > REORDER_BYTES ||
      w->raw_waiters > 0);
 }
 
@@ -426,8 +430,9 @@ seal (struct stream_writer *w, struct gbuf *b)
   pthread_mutex_unlock (&w->lock);
   zero = !w->has_parent && all_zero (b->raw, len);
   if (!zero) {
-    cap = vmdk_deflate_bound (len);
-    blob = malloc (div_round_up (GRAIN_MARKER_SIZE + cap, SECTOR) * SECTOR);
+    cap = vmdk_deflate_bound (len, w->level);
+    blob = cap ? malloc (div_round_up (GRAIN_MARKER_SIZE + cap, SECTOR) *
+                         SECTOR) : NULL;
     if (blob == NULL)
       n = vmdk_error (ENOMEM, "malloc: %m");
     else
@@ -445,6 +450,7 @@ seal (struct stream_writer *w, struct gbuf *b)
   if (zero) {
     if (stream_map_set (&w->map, b->g, 0) == -1)
       set_error (w);
+    w->changed = true;
     skip_expected (w, b->g);
     finish (w, b);
     return;
@@ -688,6 +694,7 @@ unallocate (struct stream_writer *w, uint64_t g)
     finish (w, b);
   if (stream_map_set (&w->map, g, 0) == -1)
     return -1;
+  w->changed = true;
   skip_expected (w, g);
   pump (w);
   return 0;
@@ -811,8 +818,9 @@ flush_step (struct stream_writer *w, uint64_t stamp)
   return waiting;
 }
 
-/* Write the tail after the data and sync.  Lock held; dropped while
- * writing.
+/* Write the tail after the data and sync.  A valid tail in its way
+ * (the map changed without a grain being stored) is invalidated
+ * first, like before a grain.  Lock held; dropped while writing.
  */
 static int
 write_tail (struct stream_writer *w)
@@ -823,6 +831,9 @@ write_tail (struct stream_writer *w)
   size_t len;
   int r;
 
+  if (w->tail_valid && invalidate_tail (w) == -1)
+    return -1;
+  w->changed = false;
   if (stream_tail_build (&w->map, &w->header, at, &tail, &len) == -1)
     return -1;
   pthread_mutex_unlock (&w->lock);
@@ -860,7 +871,7 @@ stream_writer_flush (struct stream_writer *w)
   while (w->error == 0 && flush_step (w, stamp))
     ;
   r = check_error (w);
-  if (r == 0 && !w->tail_valid) {
+  if (r == 0 && w->changed) {
     r = write_tail (w);
     if (r == -1)
       set_error (w);
@@ -905,8 +916,11 @@ stream_writer_new (struct vmdk_io *io, struct stream *reader,
   }
   w->io = io;
   w->reader = reader;
-  w->map = *m;
-  memset (m, 0, sizeof *m);
+  if (stream_map_copy (&w->map, m) == -1) {
+    free (w->hash);
+    free (w);
+    return NULL;
+  }
   w->grain_bytes = h->grain_size * SECTOR;
   w->extent_start = extent_start;
   w->extent_length = extent_length;

@@ -20,7 +20,7 @@ struct stream_writer;
 
 /* Start writing an extent (at extent_start in the image, extent_length
  * bytes) whose grains are read through reader: header h (as at offset
- * 0), grain map m (taken over), grains ending at byte data_end, where
+ * 0), grain map m (copied), grains ending at byte data_end, where
  * the metadata tail starts (has_tail: a valid one, which must be cut
  * off before new grains overwrite it).  io must be able to truncate.
  * level is the compression level.
