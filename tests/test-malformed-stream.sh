@@ -73,18 +73,6 @@ set -x
 
 malformed_start gzip
 
-# zlib_zeros N: a zlib stream (RFC 1950) of N zero bytes on stdout: the
-# deflate data of gzip, between a zlib header and the Adler-32 of N
-# zeroes (a = 1, b = N mod 65521), big-endian.
-zlib_zeros ()
-{
-    local b=$(( $1 % 65521 ))
-    printf '\170\234'
-    head -c "$1" /dev/zero | gzip -c -n -9 | tail -c +11 | head -c -8
-    printf '%b' "$(printf '\\%03o\\%03o\\%03o\\%03o' \
-                   $(( b >> 8 )) $(( b & 255 )) 0 1)"
-}
-
 # =====================================================================
 # streamOptimized.  st.vmdk: qemu-img's copy of st.raw, 32 grains and a
 # 3584-byte tail grain, grain K filled with byte K+1 (the tail with
