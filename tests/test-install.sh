@@ -73,8 +73,20 @@ if command -v man >/dev/null 2>&1; then
     grep -q 'nbdkit-vmdk-plugin' "$scratch/man.txt"
 fi
 
-# Exactly these two files.
-test "$(wc -l < "$scratch/installed")" -eq 2
+# The vmdk command, to bindir.
+bindir=$(printf 'print-bindir:\n\t@echo $(bindir)\n' |
+         env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+             make -s -C "$abs_top_builddir/tool" -f Makefile -f - print-bindir)
+grep -qx "\.$bindir/vmdk" "$scratch/installed"
+test -x "$destdir$bindir/vmdk"
+"$destdir$bindir/vmdk" --version | grep -q '^vmdk (nbdkit-vmdk) '
+
+# Exactly these files (the tool's man page comes with the tool).
+expected=3
+if grep -q '/man1/vmdk\.1$' "$scratch/installed"; then
+    expected=$((expected + 1))
+fi
+test "$(wc -l < "$scratch/installed")" -eq "$expected"
 
 # The installed plugin loads and serves.
 nbdkit "$so" --dump-plugin > "$scratch/dump"
