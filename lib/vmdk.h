@@ -193,6 +193,13 @@ extern int vmdk_adapter_type_parse (const char *value,
 /* workstation4 ... esx65, or a number from 3 to 255. */
 extern int vmdk_hw_version_parse (const char *value, unsigned *version);
 
+/* Parse a size as nbdkit_parse_size does: decimal digits, then
+ * optionally one suffix (any case): b (bytes), s (512-byte sectors),
+ * k, M, G, T, P, E (powers of 1024).  At most 2^63 - 1.  Returns 0,
+ * or -1 with an error quoting str.
+ */
+extern int vmdk_parse_size (const char *str, uint64_t *size);
+
 /* The library that inflates compressed grains: "libdeflate" or "zlib". */
 extern const char *vmdk_inflate_backend (void);
 
