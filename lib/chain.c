@@ -167,22 +167,29 @@ chain_read_parent (struct vmdk_image *parent, void *buf, size_t count,
 }
 
 /* Ranges that fall through are reported as the parent reports them;
- * past the parent's end they are holes.
+ * past the parent's end they are holes of the child (as qemu-img map
+ * reports them).
  */
 int
 chain_map_parent (struct vmdk_image *parent, uint64_t offset, uint64_t end,
-            vmdk_map_fn fn, void *opaque)
+                  unsigned depth, vmdk_map_entry_fn fn, void *opaque)
 {
   uint64_t parent_end = MIN (end, parent->size);
   int r;
 
   if (offset < parent_end) {
-    r = image_map_range (parent, offset, parent_end, fn, opaque);
+    r = image_map_range (parent, offset, parent_end, depth, fn, opaque);
     if (r != 0)
       return r;
     offset = parent_end;
   }
-  if (offset < end)
-    return fn (opaque, offset, end - offset, VMDK_MAP_HOLE);
+  if (offset < end) {
+    const struct vmdk_map_entry m = {
+      .offset = offset, .length = end - offset, .type = VMDK_MAP_HOLE,
+      .depth = depth - 1,
+    };
+
+    return fn (opaque, &m);
+  }
   return 0;
 }

@@ -502,10 +502,9 @@ image_find_extent (struct vmdk_image *img, uint64_t offset)
   return &img->extents[lo];
 }
 
-/* Look up the run at image offset, bounded by max and by the extent. */
-static int
-lookup (struct vmdk_image *img, uint64_t offset, uint64_t max, bool for_map,
-        struct extent **ep, struct run *run)
+int
+image_lookup (struct vmdk_image *img, uint64_t offset, uint64_t max,
+              bool for_map, struct extent **ep, struct run *run)
 {
   struct extent *e = image_find_extent (img, offset);
   uint64_t rel = offset - e->start;
@@ -545,7 +544,7 @@ vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
     struct run run;
     size_t n;
 
-    if (lookup (img, offset, count, false, &e, &run) == -1)
+    if (image_lookup (img, offset, count, false, &e, &run) == -1)
       return -1;
     n = run.length;
     switch (run.kind) {
@@ -577,53 +576,4 @@ vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
     count -= n;
   }
   return 0;
-}
-
-static enum vmdk_map_type
-map_type_of (enum run_kind k)
-{
-  switch (k) {
-  case RUN_ZERO: return VMDK_MAP_ZERO;
-  case RUN_HOLE:
-  case RUN_UNALLOC: return VMDK_MAP_HOLE;
-  case RUN_DATA:
-  case RUN_COMPRESSED:
-  default: return VMDK_MAP_DATA;
-  }
-}
-
-
-
-int
-image_map_range (struct vmdk_image *img, uint64_t offset, uint64_t end,
-           vmdk_map_fn fn, void *opaque)
-{
-  while (offset < end) {
-    struct extent *e;
-    struct run run;
-    int r;
-
-    if (lookup (img, offset, end - offset, true, &e, &run) == -1)
-      return -1;
-    if (run.kind == RUN_UNALLOC && img->parent)
-      r = chain_map_parent (img->parent, offset, offset + run.length, fn,
-                            opaque);
-    else
-      r = fn (opaque, offset, run.length, map_type_of (run.kind));
-    if (r != 0)
-      return r;
-    offset += run.length;
-  }
-  return 0;
-}
-
-int
-vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
-          vmdk_map_fn fn, void *opaque)
-{
-  uint64_t end;
-
-  if (ADD_OVERFLOW (offset, count, &end) || end > img->size)
-    end = img->size;
-  return image_map_range (img, offset, end, fn, opaque) == -1 ? -1 : 0;
 }

@@ -73,11 +73,21 @@ extern struct vmdk_image *image_open_hint (struct vmdk_source *src,
 /* The extent containing offset, which must be < img->size. */
 extern struct extent *image_find_extent (struct vmdk_image *img,
                                          uint64_t offset);
-/* Block status of [offset, end): 0 when done, 1 if fn asked to stop,
- * -1 on error.
+/* Look up the run at image offset (< img->size), bounded by max and
+ * by the extent; *ep is the extent.  for_map: see extent_ops.lookup.
+ */
+extern int image_lookup (struct vmdk_image *img, uint64_t offset,
+                         uint64_t max, bool for_map, struct extent **ep,
+                         struct run *run);
+
+/* map.c */
+
+/* Block status of [offset, end) of img, which is the link at depth:
+ * 0 when done, 1 if fn asked to stop, -1 on error.
  */
 extern int image_map_range (struct vmdk_image *img, uint64_t offset,
-                            uint64_t end, vmdk_map_fn fn, void *opaque);
+                            uint64_t end, unsigned depth,
+                            vmdk_map_entry_fn fn, void *opaque);
 
 /* chain.c */
 
@@ -100,13 +110,15 @@ extern struct vmdk_image *chain_open_hint (struct vmdk_source *src,
 extern int chain_open_parent (struct vmdk_image *img,
                               const struct vmdk_options *opts,
                               struct chain *chain);
-/* Read from, or map, the parent, which may be shorter than the child:
- * past its end is zeroes (holes).
+/* Read from, or map, the parent (at depth), which may be shorter than
+ * the child: past its end is zeroes (holes that the child, at
+ * depth - 1, answers for).
  */
 extern int chain_read_parent (struct vmdk_image *parent, void *buf,
                               size_t count, uint64_t offset);
 extern int chain_map_parent (struct vmdk_image *parent, uint64_t offset,
-                             uint64_t end, vmdk_map_fn fn, void *opaque);
+                             uint64_t end, unsigned depth,
+                             vmdk_map_entry_fn fn, void *opaque);
 
 /* write.c */
 

@@ -112,6 +112,36 @@ typedef int (*vmdk_map_fn) (void *opaque, uint64_t offset, uint64_t length,
 extern int vmdk_map (struct vmdk_image *img, uint64_t offset, uint64_t count,
                      vmdk_map_fn fn, void *opaque);
 
+/* Block status in the terms of "qemu-img map": the same runs, each
+ * with the link of the chain that answers for it and, for data stored
+ * as it is (not compressed), its place in a file.  Runs are split
+ * where any of that changes, but are not merged.
+ */
+struct vmdk_map_entry {
+  uint64_t offset, length;      /* virtual bytes */
+  enum vmdk_map_type type;
+  /* Some link allocates the range (a ZERO extent and a host-file hole
+   * in a flat extent count: they never fall through); false: it falls
+   * through the whole chain and reads as zeroes.
+   */
+  bool present;
+  /* The link that answers: 0 the image, 1 its parent, ...; for ranges
+   * that are not present, the deepest link they reach.
+   */
+  unsigned depth;
+  /* DATA stored uncompressed: the file holding it (named as its
+   * descriptor names it, valid while the image is open) and the byte
+   * offset there of the run's first byte.  Otherwise NULL.
+   */
+  const char *file;
+  uint64_t file_offset;
+};
+typedef int (*vmdk_map_entry_fn) (void *opaque,
+                                  const struct vmdk_map_entry *entry);
+extern int vmdk_map_entries (struct vmdk_image *img, uint64_t offset,
+                             uint64_t count, vmdk_map_entry_fn fn,
+                             void *opaque);
+
 /* Writes.  The image is writable if it was opened with readonly false
  * and every RW extent of the top link can be written; otherwise
  * vmdk_is_writable says why not.  Writes go to the top link only.
