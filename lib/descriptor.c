@@ -77,6 +77,11 @@ descriptor_free (struct descriptor *d)
     free (d->extents[i].line);
   }
   free (d->extents);
+  for (i = 0; i < d->nr_ddb; ++i) {
+    free (d->ddb[i].key);
+    free (d->ddb[i].value);
+  }
+  free (d->ddb);
   free (d->create_type);
   free (d->parent_hint);
   free (d);
@@ -165,6 +170,31 @@ set_string (char **field, const char *value)
   return 0;
 }
 
+/* Remember a ddb.* key for those who show the descriptor (vmdk info). */
+static int
+add_ddb_key (struct descriptor *d, const char *key, const char *value)
+{
+  struct descriptor_key *k;
+  size_t i;
+
+  for (i = 0; i < d->nr_ddb; ++i)
+    if (strcasecmp (d->ddb[i].key, key) == 0)
+      return set_string (&d->ddb[i].value, value);
+  if (array_reserve ((void **) &d->ddb, &d->ddb_alloc, d->nr_ddb + 1,
+                     sizeof *d->ddb) == -1)
+    return -1;
+  k = &d->ddb[d->nr_ddb];
+  k->key = strdup (key);
+  k->value = strdup (value);
+  if (k->key == NULL || k->value == NULL) {
+    free (k->key);
+    free (k->value);
+    return vmdk_error (ENOMEM, "strdup: %m");
+  }
+  d->nr_ddb++;
+  return 0;
+}
+
 static int
 parse_key_value (struct descriptor *d, char *key, char *value,
                  const char *name, unsigned line_no)
@@ -201,8 +231,10 @@ parse_key_value (struct descriptor *d, char *key, char *value,
   }
   else if (strcasecmp (key, "parentFileNameHint") == 0)
     return set_string (&d->parent_hint, value);
-  /* Anything else (encoding, ddb.*, isNativeSnapshot, changeTrackPath,
-   * ...) carries no information the reader needs.
+  else if (strncasecmp (key, "ddb.", 4) == 0)
+    return add_ddb_key (d, key, value);
+  /* Anything else (encoding, isNativeSnapshot, changeTrackPath, ...)
+   * carries no information the reader needs.
    */
   return 0;
 }

@@ -41,6 +41,12 @@ struct descriptor_extent {
 
 #define CID_NONE 0xffffffffU
 
+/* A disk database line: key (with its "ddb." prefix) = value. */
+struct descriptor_key {
+  char *key;
+  char *value;                  /* unquoted */
+};
+
 struct descriptor {
   unsigned version;
   bool has_cid;
@@ -50,6 +56,11 @@ struct descriptor {
   char *parent_hint;            /* parentFileNameHint or NULL */
   struct descriptor_extent *extents;
   size_t nr_extents;
+  /* The ddb.* keys, in order, each once (a repeated key keeps its
+   * first place and its last value).
+   */
+  struct descriptor_key *ddb;
+  size_t nr_ddb, ddb_alloc;
 };
 
 /* Parse len bytes of descriptor text (need not be NUL-terminated;

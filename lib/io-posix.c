@@ -113,6 +113,20 @@ posix_get_size (struct vmdk_io *io, uint64_t *size)
   return 0;
 }
 
+static int
+posix_get_allocated (struct vmdk_io *io, uint64_t *bytes)
+{
+  struct posix_io *p = (struct posix_io *) io;
+  struct stat st;
+
+  if (p->is_device)
+    return posix_get_size (io, bytes);
+  if (fstat (p->fd, &st) == -1)
+    return vmdk_error (errno, "fstat: %s: %m", io->name);
+  *bytes = (uint64_t) st.st_blocks * 512;   /* POSIX: 512-byte units */
+  return 0;
+}
+
 /* lseek(SEEK_DATA/SEEK_HOLE) compute from the offset given, not from
  * the file position, so no lock is needed even though the position of
  * the shared fd changes: we only ever use pread/pwrite.
@@ -252,6 +266,7 @@ static const struct vmdk_io_ops posix_io_ops = {
   .pwrite = posix_pwrite,
   .flush = posix_flush,
   .get_size = posix_get_size,
+  .get_allocated = posix_get_allocated,
   .region = posix_region,
   .get_id = posix_get_id,
   .punch = posix_punch,

@@ -29,6 +29,10 @@ struct vmdk_io_ops {
                  uint64_t offset);
   int (*flush) (struct vmdk_io *io);
   int (*get_size) (struct vmdk_io *io, uint64_t *size);
+  /* Optional: the bytes the file takes on its host (its allocated
+   * blocks; less than its size when it has holes).
+   */
+  int (*get_allocated) (struct vmdk_io *io, uint64_t *bytes);
   /* Optional: describe the host-file region at offset: *is_data says
    * whether it holds data or is a hole, *end where that region ends
    * (SEEK_DATA / SEEK_HOLE).  NULL means "all data".

@@ -91,6 +91,63 @@ extern unsigned vmdk_get_chain_length (const struct vmdk_image *img);
 extern const char *vmdk_get_create_type (const struct vmdk_image *img);
 extern size_t vmdk_get_extent_count (const struct vmdk_image *img);
 
+/* What an image is made of (info.c), for showing it. */
+
+/* Does a file starting with these bytes (len: up to its first 4 KiB)
+ * claim to be a VMDK: a hosted sparse or COWD magic number, or the
+ * start of a text descriptor?  Such a file that fails to open is a
+ * broken VMDK, not some other format.
+ */
+extern bool vmdk_probe (const void *buf, size_t len);
+
+/* The link of the chain at depth (0: img itself), or NULL. */
+extern const struct vmdk_image *vmdk_get_link (const struct vmdk_image *img,
+                                               unsigned depth);
+
+/* Strings point into the image: valid while it is open. */
+struct vmdk_link_info {
+  const char *file;             /* main file, as named (by its child) */
+  const char *create_type;
+  uint64_t size;                /* virtual bytes */
+  bool has_cid;
+  uint32_t cid;
+  uint32_t parent_cid;          /* 0xffffffff: none */
+  const char *parent;           /* parentFileNameHint (or COWD header) */
+  size_t nr_extents;
+  size_t nr_ddb;                /* ddb.* keys (vmdk_get_ddb) */
+  uint64_t file_size;           /* every file of the link, each once */
+  uint64_t allocated_size;      /* what those take on the host */
+  bool unclean_shutdown;        /* some extent's header has it set */
+};
+extern int vmdk_get_link_info (const struct vmdk_image *img,
+                               struct vmdk_link_info *li);
+
+struct vmdk_extent_info {
+  const char *access;           /* "RW", "RDONLY", "NOACCESS" */
+  const char *type;             /* the descriptor's: "SPARSE", "FLAT", ... */
+  /* What the file holds: "KDMV" (hosted sparse), "COWD", "seSparse",
+   * "flat", or "zero" (ZERO extents, no file).
+   */
+  const char *format;
+  uint64_t sectors;
+  const char *file;             /* NULL: no file */
+  uint64_t offset;              /* FLAT: sectors into the file */
+  uint32_t grain_size;          /* bytes; 0: not grain-structured */
+  bool has_header;              /* the next four are the header's */
+  uint64_t version, flags;
+  bool compressed;
+  bool unclean_shutdown;
+  uint64_t file_size, allocated_size;
+};
+extern int vmdk_get_extent_info (const struct vmdk_image *img, size_t i,
+                                 struct vmdk_extent_info *ei);
+
+/* The i-th ddb.* key of the link's descriptor (key with its "ddb."
+ * prefix, value unquoted).
+ */
+extern int vmdk_get_ddb (const struct vmdk_image *img, size_t i,
+                         const char **key, const char **value);
+
 /* Read count bytes at any byte offset.  offset + count must not exceed
  * the virtual size.
  */

@@ -106,6 +106,39 @@ check_vmware (struct descriptor *d)
   CHECK_STR (d->extents[2].filename, "disk-s003.vmdk");
   CHECK_EQ (d->extents[2].sectors, 2048);
   CHECK_EQ (d->extents[2].line_no, 12);
+  /* The disk database, in order, values unquoted. */
+  CHECK_EQ (d->nr_ddb, 7);
+  if (d->nr_ddb != 7)
+    return;
+  CHECK_STR (d->ddb[0].key, "ddb.adapterType");
+  CHECK_STR (d->ddb[0].value, "lsilogic");
+  CHECK_STR (d->ddb[5].key, "ddb.uuid");
+  CHECK_STR (d->ddb[5].value, "60 00 C2 9a 5b 7c 0d 1e-2f 3a 4b 5c 6d 7e 8f 90");
+  CHECK_STR (d->ddb[6].value, "10");
+}
+
+/* A repeated ddb key keeps its first place and takes the last value. */
+static void
+test_ddb_repeated (void)
+{
+  struct descriptor *d = parse ("# Disk DescriptorFile\n"
+                                "createType=\"monolithicFlat\"\n"
+                                "RW 8 FLAT \"f.img\" 0\n"
+                                "ddb.adapterType = \"ide\"\n"
+                                "ddb.toolsVersion=\"1\"\n"
+                                "DDB.ADAPTERTYPE = \"lsilogic\"\n");
+
+  CHECK (d != NULL);
+  if (d == NULL)
+    return;
+  CHECK_EQ (d->nr_ddb, 2);
+  if (d->nr_ddb == 2) {
+    CHECK_STR (d->ddb[0].key, "ddb.adapterType");
+    CHECK_STR (d->ddb[0].value, "lsilogic");
+    CHECK_STR (d->ddb[1].key, "ddb.toolsVersion");
+    CHECK_STR (d->ddb[1].value, "1");
+  }
+  descriptor_free (d);
 }
 
 static void
@@ -571,6 +604,7 @@ int
 main (void)
 {
   test_producers ();
+  test_ddb_repeated ();
   test_extent_forms ();
   test_refusals ();
   test_limits ();
