@@ -42,10 +42,12 @@ entry_of (const struct extent *e, const struct run *run, uint64_t offset,
   m->depth = depth;
   m->file = NULL;
   m->file_offset = 0;
-  /* Only uncompressed data has a place (a NOACCESS extent's "data"
-   * is a guess).
+  /* Uncompressed data has a place, and so has a flat extent's host
+   * hole (a NOACCESS extent's "data" is a guess, a ZERO extent has no
+   * file).
    */
-  if (run->kind == RUN_DATA && e->access != ACCESS_NOACCESS) {
+  if ((run->kind == RUN_DATA || (run->kind == RUN_HOLE && e->io)) &&
+      e->access != ACCESS_NOACCESS) {
     m->file = e->io->name;
     m->file_offset = run->file_offset;
   }

@@ -186,9 +186,10 @@ struct vmdk_map_entry {
    * that are not present, the deepest link they reach.
    */
   unsigned depth;
-  /* DATA stored uncompressed: the file holding it (named as its
-   * descriptor names it, valid while the image is open) and the byte
-   * offset there of the run's first byte.  Otherwise NULL.
+  /* Where the run is mapped: the file (named as its descriptor names
+   * it, valid while the image is open) and the byte offset there of
+   * the run's first byte, for data stored uncompressed and for a flat
+   * extent's host-file holes (HOLE, present).  Otherwise NULL.
    */
   const char *file;
   uint64_t file_offset;
