@@ -12,6 +12,8 @@
 #define VMDK_TOOL_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 
 extern int cmd_info (int argc, char **argv);
 extern int cmd_map (int argc, char **argv);
@@ -27,10 +29,29 @@ extern int cmd_commit (int argc, char **argv);
 #define EXIT_CORRUPT 2          /* check: corruption found */
 #define EXIT_LEAKS 3            /* check: only leaked space */
 
+struct vmdk_options;
+
 /* Print "vmdk: " and the message (printf format) to stderr. */
 extern void tool_error (const char *fs, ...)
   __attribute__ ((format (printf, 1, 2)));
 /* Print "vmdk: " and the engine's last error to stderr. */
 extern void tool_engine_error (void);
+/* The same, as "vmdk: FILE: error" unless the error names FILE. */
+extern void tool_file_error (const char *file);
+/* "vmdk: COMMAND: message" and the command's usage line, to stderr;
+ * returns EXIT_ERROR.
+ */
+extern int tool_usage_error (const char *command, const char *fs, ...)
+  __attribute__ ((format (printf, 2, 3)));
+/* The usage line of a command, to f. */
+extern void tool_usage (FILE *f, const char *command);
+
+/* Open an image for a command (errors reported): NULL on failure. */
+extern struct vmdk_image *tool_open (const char *path,
+                                     const struct vmdk_options *opts);
+
+/* "1.5 GiB": a byte count for people, in buf (HUMAN_SIZE_LEN bytes). */
+#define HUMAN_SIZE_LEN 48
+extern const char *tool_human_size (uint64_t bytes, char *buf);
 
 #endif /* VMDK_TOOL_H */
