@@ -144,6 +144,17 @@ vmdk_hw_version_parse (const char *value, unsigned *version)
                      MAX_HW_VERSION);
 }
 
+int
+vmdk_compression_level_parse (const char *value, int *level)
+{
+  if (value[0] >= '1' && value[0] <= '9' && value[1] == '\0') {
+    *level = value[0] - '0';
+    return 0;
+  }
+  return vmdk_error (EINVAL, "create-compression-level: %s is not a level "
+                     "from 1 to 9", value);
+}
+
 void
 vmdk_create_defaults (struct vmdk_create_options *opts)
 {

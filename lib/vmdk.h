@@ -280,6 +280,8 @@ extern int vmdk_adapter_type_parse (const char *value,
                                     enum vmdk_adapter_type *adapter);
 /* workstation4 ... esx65, or a number from 3 to 255. */
 extern int vmdk_hw_version_parse (const char *value, unsigned *version);
+/* The deflate level of streamOptimized writes: 1 to 9. */
+extern int vmdk_compression_level_parse (const char *value, int *level);
 
 /* Parse a size as nbdkit_parse_size does: decimal digits, then
  * optionally one suffix (any case): b (bytes), s (512-byte sectors),

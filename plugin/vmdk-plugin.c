@@ -188,12 +188,8 @@ static int compression_level;
 static int
 config_compression_level (const char *value)
 {
-  if (nbdkit_parse_int ("create-compression-level", value,
-                        &compression_level) == -1)
-    return -1;
-  if (compression_level < 1 || compression_level > 9) {
-    nbdkit_error ("create-compression-level: %s is not a level from 1 to 9",
-                  value);
+  if (vmdk_compression_level_parse (value, &compression_level) == -1) {
+    report_error ();
     return -1;
   }
   return 0;
