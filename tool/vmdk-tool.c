@@ -30,7 +30,7 @@ static const struct {
   { "map", cmd_map, "map [--json] IMAGE" },
   { "check", cmd_check, "check [--json] [--repair] IMAGE" },
   { "create", cmd_create, "create [-t TYPE] [--adapter-type A] "
-    "[--hwversion H] [--parent P] [-c LEVEL] IMAGE SIZE" },
+    "[--hwversion H] [--parent P] [-c LEVEL] IMAGE [SIZE]" },
   { "convert", cmd_convert, "convert [-p] [-t TYPE] [-c LEVEL] SRC DST" },
   { "resize", cmd_resize, "resize IMAGE SIZE" },
   { "commit", cmd_commit, "commit CHILD" },
