@@ -38,6 +38,10 @@ extern void tool_error (const char *fs, ...)
 extern void tool_engine_error (void);
 /* The same, as "vmdk: FILE: error" unless the error names FILE. */
 extern void tool_file_error (const char *file);
+/* "vmdk: FILE: msg" unless msg starts with FILE's name. */
+extern void tool_file_message (const char *file, const char *msg);
+
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
 /* "vmdk: COMMAND: message" and the command's usage line, to stderr;
  * returns EXIT_ERROR.
  */

@@ -65,15 +65,20 @@ names (const char *msg, const char *name)
 }
 
 void
-tool_file_error (const char *file)
+tool_file_message (const char *file, const char *msg)
 {
-  const char *msg = vmdk_errmsg ();
   const char *base = strrchr (file, '/');
 
   if (names (msg, file) || names (msg, base ? base + 1 : file))
     tool_error ("%s", msg);
   else
     tool_error ("%s: %s", file, msg);
+}
+
+void
+tool_file_error (const char *file)
+{
+  tool_file_message (file, vmdk_errmsg ());
 }
 
 void
