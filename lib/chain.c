@@ -73,6 +73,30 @@ chain_open_hint (struct vmdk_source *src, const char *hint,
   return image_open_link (src, owns_src, base, opts, cache, chain);
 }
 
+/* parentCID must match the parent's CID (unless the check is off). */
+static int
+check_parent_cid (const struct vmdk_image *img,
+                  const struct vmdk_image *parent, const char *hint,
+                  const struct vmdk_options *opts)
+{
+  if (!parent->desc->has_cid || img->desc->parent_cid == CID_NONE)
+    vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CIDs to check against parent %s",
+                img->name, hint);
+  else if (parent->desc->cid != img->desc->parent_cid) {
+    if (!opts->ignore_parent_cid)
+      return vmdk_error (EINVAL, "%s: parentCID=%08" PRIx32 " does not "
+                         "match CID=%08" PRIx32 " of its parent %s: the "
+                         "parent was modified after this snapshot was "
+                         "taken (or is the wrong file)", img->name,
+                         img->desc->parent_cid, parent->desc->cid, hint);
+    vmdk_warning ("%s: parentCID=%08" PRIx32 " does not match CID=%08"
+                  PRIx32 " of its parent %s: opening anyway because the "
+                  "CID check is disabled; the data may be inconsistent",
+                  img->name, img->desc->parent_cid, parent->desc->cid, hint);
+  }
+  return 0;
+}
+
 int
 chain_open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
                    struct chain *chain)
@@ -99,23 +123,33 @@ chain_open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
   }
   img->parent = parent;
   img->chain_length = 1 + parent->chain_length;
+  return check_parent_cid (img, parent, hint, opts);
+}
 
-  if (!parent->desc->has_cid || img->desc->parent_cid == CID_NONE)
-    vmdk_debug (VMDK_DEBUG_OPEN, "%s: no CIDs to check against parent %s",
-                img->name, hint);
-  else if (parent->desc->cid != img->desc->parent_cid) {
-    if (!opts->ignore_parent_cid)
-      return vmdk_error (EINVAL, "%s: parentCID=%08" PRIx32 " does not "
-                         "match CID=%08" PRIx32 " of its parent %s: the "
-                         "parent was modified after this snapshot was "
-                         "taken (or is the wrong file)", img->name,
-                         img->desc->parent_cid, parent->desc->cid, hint);
-    vmdk_warning ("%s: parentCID=%08" PRIx32 " does not match CID=%08"
-                  PRIx32 " of its parent %s: opening anyway because the "
-                  "CID check is disabled; the data may be inconsistent",
-                  img->name, img->desc->parent_cid, parent->desc->cid, hint);
+struct vmdk_image *
+vmdk_open_parent (struct vmdk_image *img, const struct vmdk_options *opts)
+{
+  struct vmdk_image *parent;
+  const char *hint;
+
+  /* A link opened alone has not looked at a COWD header's name. */
+  if (chain_take_cowd_parent_name (img) == -1)
+    return NULL;
+  hint = img->desc->parent_hint;
+  if (!image_has_parent (img) || hint == NULL || hint[0] == '\0') {
+    vmdk_error (EINVAL, "%s: the image has no parent", img->name);
+    return NULL;
   }
-  return 0;
+  parent = image_open_hint (img->src, hint, opts);
+  if (parent == NULL) {
+    vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
+    return NULL;
+  }
+  if (check_parent_cid (img, parent, hint, opts) == -1) {
+    vmdk_close (parent);
+    return NULL;
+  }
+  return parent;
 }
 
 /* A bare COWD redo log names its parent in its header, not in a

@@ -76,6 +76,14 @@ extern struct vmdk_image *vmdk_open_source (struct vmdk_source *src,
 
 extern void vmdk_close (struct vmdk_image *img);
 
+/* Open the parent of the link img (which may have been opened with
+ * single_link) as an image of its own, with opts (so it may be opened
+ * for writing: vmdk commit), after checking img's parentCID against
+ * it.  Close it before img.
+ */
+extern struct vmdk_image *vmdk_open_parent (struct vmdk_image *img,
+                                            const struct vmdk_options *opts);
+
 /* Virtual size in bytes. */
 extern uint64_t vmdk_get_size (const struct vmdk_image *img);
 
