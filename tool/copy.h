@@ -44,11 +44,11 @@ extern void range_list_free (struct range_list *l);
 extern int data_ranges (const struct disk *src, uint64_t size,
                         struct range_list *l);
 
-/* Copy every range from src to dst, skipping the grains (aligned
- * pieces of zero_granule bytes) that read as zeroes: dst must read as
- * zeroes there already.  In a VMDK destination such grains are zeroed
+/* Copy every range from src to dst, the grains (aligned 64 KiB
+ * pieces) that read as zeroes apart: a VMDK destination zeroes them
  * through the engine (which changes nothing in a new image, and lets a
- * stream writer move on).  progress: report on stderr.  Errors are
+ * stream writer move on); a raw one skips them, so it must read as
+ * zeroes there already.  progress: report on stderr.  Errors are
  * printed ("vmdk: FILE: ...").
  */
 extern int copy_ranges (const struct disk *src, const struct disk *dst,

@@ -33,7 +33,7 @@ static const struct {
     "[--hwversion H] [--parent P] [-c LEVEL] IMAGE [SIZE]" },
   { "convert", cmd_convert, "convert [-p] [-t TYPE] [-c LEVEL] SRC DST" },
   { "resize", cmd_resize, "resize IMAGE SIZE" },
-  { "commit", cmd_commit, "commit CHILD" },
+  { "commit", cmd_commit, "commit [-p] CHILD" },
 };
 #define NR_COMMANDS (sizeof commands / sizeof commands[0])
 
