@@ -66,10 +66,6 @@ static const struct {
 #define NR_HW_VERSIONS (sizeof hw_versions / sizeof hw_versions[0])
 
 #define MAX_HW_VERSION 255
-/* The reader refuses descriptors of more lines than this; keep well
- * below (a split image of 16384 extents is 32 TiB).
- */
-#define MAX_SPLIT_EXTENTS 16384
 
 int
 vmdk_create_type_parse (const char *value, enum vmdk_create_type *type)
@@ -185,9 +181,9 @@ type_info (enum vmdk_create_type type)
   static const struct type_info mono_flat = {
     KIND_FLAT, false, false, false, "-flat.vmdk", 0 };
   static const struct type_info split_sparse = {
-    KIND_SPARSE, true, false, true, "-s%03u.vmdk", 0 };
+    KIND_SPARSE, true, false, true, CREATE_SPLIT_SPARSE_SUFFIX, 0 };
   static const struct type_info split_flat = {
-    KIND_FLAT, true, false, false, "-f%03u.vmdk", 0 };
+    KIND_FLAT, true, false, false, CREATE_SPLIT_FLAT_SUFFIX, 0 };
   static const struct type_info vmfs_flat = {
     KIND_VMFS, false, false, false, "-flat.vmdk", 0 };
   static const struct type_info vmfs_sparse = {
@@ -240,37 +236,47 @@ free_plan (struct plan *p)
   free (p->desc);
 }
 
+char *
+create_extent_name (const char *main, const char *suffix, unsigned index)
+{
+  const char *dot = strrchr (main, '.');
+  size_t stem = dot && strcmp (dot, ".vmdk") == 0 ? (size_t) (dot - main)
+                                                   : strlen (main);
+  char tail[32], *name;
+
+  snprintf (tail, sizeof tail, suffix, index);
+  if (asprintf (&name, "%.*s%s", (int) stem, main, tail) == -1) {
+    vmdk_error (ENOMEM, "asprintf: %m");
+    return NULL;
+  }
+  return name;
+}
+
 /* The extent files, named after the main file without ".vmdk". */
 static int
 plan_extents (struct plan *p)
 {
   const struct type_info *info = p->info;
-  const char *dot = strrchr (p->name, '.');
-  size_t stem = dot && strcmp (dot, ".vmdk") == 0 ? (size_t) (dot - p->name)
-                                                   : strlen (p->name);
   uint64_t per = info->split ? CREATE_SPLIT_SECTORS : p->sectors;
   uint64_t n = div_round_up (p->sectors, per), i;
 
-  if (n > MAX_SPLIT_EXTENTS)
+  if (n > CREATE_MAX_SPLIT_EXTENTS)
     return vmdk_error (EFBIG, "%s: %" PRIu64 " bytes would take %" PRIu64
                        " extent files, more than the limit of %d", p->name,
-                       p->sectors * SECTOR, n, MAX_SPLIT_EXTENTS);
+                       p->sectors * SECTOR, n, CREATE_MAX_SPLIT_EXTENTS);
   p->extents = calloc (n, sizeof *p->extents);
   if (p->extents == NULL)
     return vmdk_error (ENOMEM, "calloc: %m");
   for (i = 0; i < n; ++i) {
     struct new_extent *e = &p->extents[i];
-    char suffix[32];
 
     p->nr_extents = i + 1;
     e->sectors = MIN (per, p->sectors - i * per);
     if (info->embedded)
       continue;
-    snprintf (suffix, sizeof suffix, info->suffix, (unsigned) i + 1);
-    if (asprintf (&e->file, "%.*s%s", (int) stem, p->name, suffix) == -1) {
-      e->file = NULL;
-      return vmdk_error (ENOMEM, "asprintf: %m");
-    }
+    e->file = create_extent_name (p->name, info->suffix, i + 1);
+    if (e->file == NULL)
+      return -1;
   }
   return 0;
 }

@@ -24,6 +24,20 @@
 
 /* Split images: VMware's extent size (VirtualBox's VMDK_2G_SPLIT_SIZE). */
 #define CREATE_SPLIT_SECTORS (UINT64_C (2047) * 1024 * 1024 / 512)
+/* The reader refuses descriptors of more lines than this; keep well
+ * below (a split image of 16384 extents is 32 TiB).
+ */
+#define CREATE_MAX_SPLIT_EXTENTS 16384
+/* Extent file names: NAME<suffix>, index from 1. */
+#define CREATE_SPLIT_SPARSE_SUFFIX "-s%03u.vmdk"
+#define CREATE_SPLIT_FLAT_SUFFIX "-f%03u.vmdk"
+
+/* The name of extent file index (from 1) of the image whose main file
+ * is main: main without ".vmdk", then suffix (a format with one %u).
+ * malloc'd, or NULL with the error recorded.
+ */
+extern char *create_extent_name (const char *main, const char *suffix,
+                                 unsigned index);
 
 /* A hosted sparse (KDMV) extent of capacity sectors: version 1 header,
  * redundant grain directory, every grain table preallocated (as holes

@@ -76,22 +76,37 @@ descriptor_geometry (uint64_t sectors, bool ide)
   return g;
 }
 
+/* Does the line [p, nl) set key? */
+static bool
+line_sets_key (const char *p, const char *nl, const char *key)
+{
+  size_t n = strlen (key);
+
+  while (p < nl && (*p == ' ' || *p == '\t'))
+    p++;
+  return (size_t) (nl - p) > n && strncasecmp (p, key, n) == 0 &&
+    (p[n] == ' ' || p[n] == '\t' || p[n] == '=');
+}
+
+/* The end of the line at p (its '\n', or end). */
+static const char *
+line_end (const char *p, const char *end)
+{
+  const char *nl = memchr (p, '\n', end - p);
+
+  return nl ? nl : end;
+}
+
 /* Does text (len bytes) have a line setting key? */
 static bool
 has_key (const char *text, size_t len, const char *key)
 {
-  size_t n = strlen (key);
   const char *p = text, *end = text + len;
 
   while (p < end) {
-    const char *nl = memchr (p, '\n', end - p), *q = p;
+    const char *nl = line_end (p, end);
 
-    if (nl == NULL)
-      nl = end;
-    while (q < nl && (*q == ' ' || *q == '\t'))
-      q++;
-    if ((size_t) (nl - q) > n && strncasecmp (q, key, n) == 0 &&
-        (q[n] == ' ' || q[n] == '\t' || q[n] == '='))
+    if (line_sets_key (p, nl, key))
       return true;
     p = nl + 1;
   }
@@ -159,6 +174,72 @@ descriptor_complete_ddb (const char *text, size_t len, uint64_t capacity,
   if (len > 0 && text[len - 1] != '\n')
     text_append (&t, "\n");
   descriptor_write_ddb (&t, &v, text, len);
+  if (t.failed) {
+    free (t.s);
+    vmdk_error (ENOMEM, "descriptor: %m");
+    return NULL;
+  }
+  *out_len = t.len;
+  return t.s;
+}
+
+/* The extent lines, as the descriptor grammar has them. */
+static void
+append_extent_lines (struct text *t, const struct descriptor_extent *exts,
+                     size_t n, const char *eol)
+{
+  size_t i;
+
+  for (i = 0; i < n; ++i) {
+    const struct descriptor_extent *e = &exts[i];
+
+    text_append (t, "%s %" PRIu64 " %s", extent_access_name (e->access),
+                 e->sectors, extent_type_name (e->type));
+    if (e->filename)
+      text_append (t, " \"%s\"", e->filename);
+    if (e->type == EXTENT_FLAT)
+      text_append (t, " %" PRIu64, e->offset);
+    text_append (t, "%s", eol);
+  }
+}
+
+char *
+descriptor_rewrite (const char *text, size_t len,
+                    const struct descriptor_extent *exts, size_t n,
+                    uint32_t cid, uint32_t cylinders, size_t *out_len)
+{
+  const char *p = text, *end;
+  struct text t = { 0 };
+  bool extents_done = false;
+
+  len = strnlen (text, len);
+  end = text + len;
+  text_append (&t, "%s", "");   /* an empty text is not an error */
+  while (p < end) {
+    const char *nl = line_end (p, end);
+    /* Each line keeps its ending (CRLF too). */
+    const char *eol = nl == end ? "\n" : nl > p && nl[-1] == '\r' ? "\r\n"
+                                                                : "\n";
+    int body = (int) (nl - p) - (eol[0] == '\r');
+    char *line = strndup (p, body);
+
+    if (line == NULL)
+      t.failed = true;
+    else if (descriptor_is_extent_line (line)) {
+      if (!extents_done)
+        append_extent_lines (&t, exts, n, eol);
+      extents_done = true;
+    }
+    else if (line_sets_key (p, nl, "CID"))
+      text_append (&t, "CID=%08" PRIx32 "%s", cid, eol);
+    else if (line_sets_key (p, nl, "ddb.geometry.cylinders"))
+      text_append (&t, "ddb.geometry.cylinders = \"%" PRIu32 "\"%s",
+                   cylinders, eol);
+    else
+      text_append (&t, "%s%s", line, eol);
+    free (line);
+    p = nl + 1;
+  }
   if (t.failed) {
     free (t.s);
     vmdk_error (ENOMEM, "descriptor: %m");

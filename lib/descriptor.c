@@ -65,6 +65,17 @@ extent_type_name (enum extent_type t)
   return "?";
 }
 
+const char *
+extent_access_name (enum extent_access a)
+{
+  switch (a) {
+  case ACCESS_RW: return "RW";
+  case ACCESS_RDONLY: return "RDONLY";
+  case ACCESS_NOACCESS: return "NOACCESS";
+  }
+  return "?";
+}
+
 void
 descriptor_free (struct descriptor *d)
 {
@@ -364,12 +375,14 @@ parse_extent_line (struct descriptor *d, size_t *extents_alloc, char *line,
 #undef BAD_LINE
 }
 
-static bool
-is_extent_line (const char *s)
+bool
+descriptor_is_extent_line (const char *s)
 {
   static const char *const access[] = { "RW", "RDONLY", "NOACCESS" };
   size_t i, n;
 
+  while (*s == ' ' || *s == '\t')
+    s++;
   for (i = 0; i < 3; ++i) {
     n = strlen (access[i]);
     if (strncasecmp (s, access[i], n) == 0 && (s[n] == ' ' || s[n] == '\t'))
@@ -445,7 +458,7 @@ descriptor_parse (const char *text, size_t len, const char *name)
         goto err;
       }
 
-    if (is_extent_line (s)) {
+    if (descriptor_is_extent_line (s)) {
       if (parse_extent_line (d, &extents_alloc, s, orig, name,
                              line_no) == -1)
         goto err;

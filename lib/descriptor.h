@@ -103,6 +103,10 @@ extern uint32_t descriptor_random_cid (unsigned width, uint32_t avoid);
 extern bool descriptor_probe (const char *text, size_t len);
 
 extern const char *extent_type_name (enum extent_type t);
+extern const char *extent_access_name (enum extent_access a);
+
+/* Is the line (leading blanks skipped) an extent line? */
+extern bool descriptor_is_extent_line (const char *s);
 
 /* Writing descriptors (descriptor-write.c). */
 
@@ -145,5 +149,16 @@ extern void descriptor_write_ddb (struct text *t, const struct ddb_values *v,
  */
 extern char *descriptor_complete_ddb (const char *text, size_t len,
                                       uint64_t capacity, size_t *out_len);
+
+/* text (len bytes, NUL-terminated or not) of a disk whose extents
+ * changed: its extent lines replaced, where the first was, by lines
+ * for the n extents exts, its CID by cid and its ddb.geometry.cylinders
+ * by cylinders (where it has those lines); every other line as it was.
+ * A malloc'd string of *out_len bytes, or NULL with the error recorded.
+ */
+extern char *descriptor_rewrite (const char *text, size_t len,
+                                 const struct descriptor_extent *exts,
+                                 size_t n, uint32_t cid, uint32_t cylinders,
+                                 size_t *out_len);
 
 #endif /* VMDK_DESCRIPTOR_H */

@@ -57,17 +57,6 @@ file_usage (struct vmdk_io *io, uint64_t *size, uint64_t *allocated)
   return io->ops->get_allocated (io, allocated);
 }
 
-static const char *
-access_name (enum extent_access a)
-{
-  switch (a) {
-  case ACCESS_RW: return "RW";
-  case ACCESS_RDONLY: return "RDONLY";
-  case ACCESS_NOACCESS: return "NOACCESS";
-  }
-  return "?";
-}
-
 /* The header fields of a grain-structured extent, from its file. */
 static int
 read_header (struct extent *e, struct vmdk_extent_info *ei)
@@ -122,7 +111,7 @@ vmdk_get_extent_info (const struct vmdk_image *img, size_t i,
   de = &img->desc->extents[i];
   e = &img->extents[i];
   memset (ei, 0, sizeof *ei);
-  ei->access = access_name (de->access);
+  ei->access = extent_access_name (de->access);
   ei->type = extent_type_name (de->type);
   ei->sectors = de->sectors;
   ei->file = e->io ? e->io->name : NULL;

@@ -372,6 +372,17 @@ posix_source_remove (struct vmdk_source *src, const char *name)
 }
 
 static int
+posix_source_rename (struct vmdk_source *src, const char *from,
+                     const char *to)
+{
+  struct posix_source *s = (struct posix_source *) src;
+
+  if (renameat (s->dirfd, from, s->dirfd, to) == -1)
+    return vmdk_error (errno, "rename: %s/%s to %s: %m", s->dir, from, to);
+  return 0;
+}
+
+static int
 posix_source_sync_names (struct vmdk_source *src)
 {
   struct posix_source *s = (struct posix_source *) src;
@@ -423,6 +434,7 @@ static const struct vmdk_source_ops posix_source_ops = {
   .subdir = posix_source_subdir,
   .create = posix_source_create,
   .remove = posix_source_remove,
+  .rename = posix_source_rename,
   .sync_names = posix_source_sync_names,
   .close = posix_source_close,
 };

@@ -79,6 +79,10 @@ struct vmdk_source_ops {
    */
   struct vmdk_io *(*create) (struct vmdk_source *src, const char *name);
   int (*remove) (struct vmdk_source *src, const char *name);
+  /* Optional: rename from to to (plain names in the source's own
+   * directory), replacing to atomically.
+   */
+  int (*rename) (struct vmdk_source *src, const char *from, const char *to);
   /* Optional: make the names created so far durable (fsync the
    * directory).
    */

@@ -117,6 +117,67 @@ check_vmware (struct descriptor *d)
   CHECK_STR (d->ddb[6].value, "10");
 }
 
+/* descriptor_rewrite: new extent lines where the old ones were, a new
+ * CID and cylinders, every other line (and its line ending) kept; the
+ * result parses to what was asked.
+ */
+static void
+test_rewrite (void)
+{
+  const char text[] =
+    "# Disk DescriptorFile\r\n"
+    "CID=a1b2c3d4\r\n"
+    "parentCID=ffffffff\r\n"
+    "createType=\"twoGbMaxExtentSparse\"\r\n"
+    "RW 100 SPARSE \"d-s001.vmdk\"\r\n"
+    "  RW 200 SPARSE \"d-s002.vmdk\"\r\n"
+    "# after the extents\r\n"
+    "ddb.geometry.cylinders = \"1\"\r\n"
+    "ddb.adapterType = \"ide\"";
+  struct descriptor_extent exts[3] = {
+    { .access = ACCESS_RW, .sectors = 100, .type = EXTENT_SPARSE,
+      .filename = (char *) "d-s001.vmdk" },
+    { .access = ACCESS_RDONLY, .sectors = 4192256, .type = EXTENT_SPARSE,
+      .filename = (char *) "d-s002.vmdk" },
+    { .access = ACCESS_RW, .sectors = 8, .type = EXTENT_FLAT,
+      .filename = (char *) "f 1.img", .offset = 3 },
+  };
+  const char want[] =
+    "# Disk DescriptorFile\r\n"
+    "CID=0000abcd\r\n"
+    "parentCID=ffffffff\r\n"
+    "createType=\"twoGbMaxExtentSparse\"\r\n"
+    "RW 100 SPARSE \"d-s001.vmdk\"\r\n"
+    "RDONLY 4192256 SPARSE \"d-s002.vmdk\"\r\n"
+    "RW 8 FLAT \"f 1.img\" 3\r\n"
+    "# after the extents\r\n"
+    "ddb.geometry.cylinders = \"4161\"\r\n"
+    "ddb.adapterType = \"ide\"\n";
+  struct descriptor *d;
+  size_t len;
+  char *out = descriptor_rewrite (text, sizeof text - 1, exts, 3, 0xabcd,
+                                  4161, &len);
+
+  CHECK (out != NULL);
+  if (out == NULL)
+    return;
+  CHECK_EQ (len, strlen (out));
+  CHECK_STR (out, want);
+  d = parse (out);
+  CHECK (d != NULL);
+  if (d) {
+    CHECK_EQ (d->cid, 0xabcd);
+    CHECK_EQ (d->nr_extents, 3);
+    if (d->nr_extents == 3) {
+      CHECK_EQ (d->extents[1].access, ACCESS_RDONLY);
+      CHECK_EQ (d->extents[2].offset, 3);
+      CHECK_STR (d->extents[2].filename, "f 1.img");
+    }
+  }
+  descriptor_free (d);
+  free (out);
+}
+
 /* A repeated ddb key keeps its first place and takes the last value. */
 static void
 test_ddb_repeated (void)
@@ -605,6 +666,7 @@ main (void)
 {
   test_producers ();
   test_ddb_repeated ();
+  test_rewrite ();
   test_extent_forms ();
   test_refusals ();
   test_limits ();
