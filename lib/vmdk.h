@@ -276,6 +276,19 @@ extern int vmdk_create (const char *path,
 extern int vmdk_create_source (struct vmdk_source *src, const char *name,
                                const struct vmdk_create_options *opts);
 
+/* Grow the image at path to size bytes (a multiple of 512, not less
+ * than its size): monolithicSparse, twoGbMaxExtentSparse, monolithicFlat,
+ * twoGbMaxExtentFlat and vmfs (flat) images, delta links included.  The
+ * last extent grows (a split image's up to 2047 MiB, then it gains
+ * extent files), the descriptor gets the new extent lines, geometry
+ * and a new CID.  The new space reads as zeroes.  Other kinds
+ * (streamOptimized, vmfsSparse, seSparse, custom) are refused, and so
+ * is shrinking.  opts: as for vmdk_open (readonly is ignored).  A
+ * crash leaves the image as it was, or grown.
+ */
+extern int vmdk_resize (const char *path, uint64_t size,
+                        const struct vmdk_options *opts);
+
 /* The parameter values: each parser returns 0, or -1 with an error
  * naming the value and listing what is accepted.
  */
