@@ -5,9 +5,10 @@
 
 # "make install DESTDIR=..." installs exactly the plugin, as
 # nbdkit-vmdk-plugin.so in nbdkit's plugin directory (so that
-# "nbdkit vmdk file=..." finds it) with no libtool .la next to it, and
-# the man page; the installed plugin loads and serves; "make uninstall"
-# removes it all again; and the POD source of the man page is clean.
+# "nbdkit vmdk file=..." finds it) with no libtool .la next to it, its
+# man page, and the vmdk command with its man page; the installed
+# plugin loads and serves; "make uninstall" removes it all again; and
+# the POD sources of the man pages are clean.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
@@ -22,14 +23,16 @@ make_scratch
 destdir="$scratch/destdir"
 mkdir "$destdir"
 
-# The POD: no errors and no warnings.
-pod="$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod"
-podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
+# The PODs: no errors and no warnings.
+for pod in "$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod" \
+           "$abs_srcdir/../tool/vmdk.pod"; do
+    podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
+        cat "$scratch/pod.out"
+        exit 1
+    }
     cat "$scratch/pod.out"
-    exit 1
-}
-cat "$scratch/pod.out"
-not grep -E 'WARNING|ERROR' "$scratch/pod.out"
+    not grep -E 'WARNING|ERROR' "$scratch/pod.out"
+done
 
 # Run make in the build tree, isolated from the "make check" that runs
 # this test (its MAKEFLAGS would carry TESTS= and the jobserver).
@@ -81,12 +84,17 @@ grep -qx "\.$bindir/vmdk" "$scratch/installed"
 test -x "$destdir$bindir/vmdk"
 "$destdir$bindir/vmdk" --version | grep -q '^vmdk (nbdkit-vmdk) '
 
-# Exactly these files (the tool's man page comes with the tool).
-expected=3
-if grep -q '/man1/vmdk\.1$' "$scratch/installed"; then
-    expected=$((expected + 1))
+# Its man page.
+man1=$(grep '/man1/vmdk\.1$' "$scratch/installed")
+test -n "$man1"
+grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE '^\.TH "?vmdk"? 1 '
+if command -v man >/dev/null 2>&1; then
+    MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
+    grep -q 'vmdk resize IMAGE SIZE' "$scratch/man.txt"
 fi
-test "$(wc -l < "$scratch/installed")" -eq "$expected"
+
+# Exactly these files: the plugin, the command and their man pages.
+test "$(wc -l < "$scratch/installed")" -eq 4
 
 # The installed plugin loads and serves.
 nbdkit "$so" --dump-plugin > "$scratch/dump"

@@ -31,7 +31,8 @@ static const struct {
   { "check", cmd_check, "check [--json] [--repair] IMAGE" },
   { "create", cmd_create, "create [-t TYPE] [--adapter-type A] "
     "[--hwversion H] [--parent P] [-c LEVEL] IMAGE [SIZE]" },
-  { "convert", cmd_convert, "convert [-p] [-t TYPE] [-c LEVEL] SRC DST" },
+  { "convert", cmd_convert, "convert [-p] [-f FORMAT] [-t TYPE] [-c LEVEL] "
+    "SRC DST" },
   { "resize", cmd_resize, "resize IMAGE SIZE" },
   { "commit", cmd_commit, "commit [-p] CHILD" },
 };
