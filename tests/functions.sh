@@ -14,6 +14,7 @@
 # Environment (from AM_TESTS_ENVIRONMENT in tests/Makefile.am; defaults
 # below make a test runnable by hand from tests/ too):
 #   VMDK_PLUGIN    absolute path of nbdkit-vmdk-plugin.so
+#   VMDK_TOOL      absolute path of the vmdk command
 #   abs_srcdir, abs_builddir
 #   KEEP_SCRATCH=1 keeps the scratch directory for debugging.
 
@@ -21,7 +22,8 @@
 : "${abs_builddir:=$(pwd)}"
 : "${abs_top_builddir:=$(cd "$abs_builddir/.." && pwd)}"
 : "${VMDK_PLUGIN:=$abs_top_builddir/plugin/.libs/nbdkit-vmdk-plugin.so}"
-export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN
+: "${VMDK_TOOL:=$abs_top_builddir/tool/vmdk}"
+export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN VMDK_TOOL
 
 testname=$(basename "$0" .sh)
 
@@ -94,6 +96,21 @@ requires_plugin ()
         echo "$0: $VMDK_PLUGIN not built: test skipped"
         exit 77
     fi
+}
+
+# requires_tool: skip unless the vmdk command has been built.
+requires_tool ()
+{
+    if [ ! -x "$VMDK_TOOL" ]; then
+        echo "$0: $VMDK_TOOL not built: test skipped"
+        exit 77
+    fi
+}
+
+# vmdk ARGS...: the vmdk command of the build tree.
+vmdk ()
+{
+    "$VMDK_TOOL" "$@"
 }
 
 # requires_filter NAME: skip unless nbdkit has the filter.
