@@ -71,8 +71,8 @@ commit (const char *child_name, bool progress)
   const struct vmdk_options parent_opts = { .readonly = false };
   struct child_ranges c = { 0 };
   struct vmdk_link_info li;
-  struct disk src = { .name = child_name, .fd = -1 };
-  struct disk dst = { .fd = -1 };
+  struct disk src = { .name = child_name, .fd = -1, .direct_fd = -1 };
+  struct disk dst = { .fd = -1, .direct_fd = -1 };
   const char *reason;
   int r = -1;
 

@@ -106,7 +106,6 @@ open_source (struct convert *cv)
     cv->src_format = vmdk_probe (buf, n) ? FORMAT_VMDK : FORMAT_RAW;
   }
   cv->src.name = cv->src_name;
-  cv->src.fd = -1;
   if (cv->src_format == FORMAT_RAW) {
     cv->src.fd = fd;
     return raw_size (fd, cv->src_name, &cv->size);
@@ -131,7 +130,6 @@ create_destination (struct convert *cv)
   const char *reason;
 
   cv->dst.name = cv->dst_name;
-  cv->dst.fd = -1;
   if (cv->dst_raw) {
     cv->dst.fd = open (cv->dst_name,
                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
@@ -146,6 +144,8 @@ create_destination (struct convert *cv)
       tool_error ("%s: %m", cv->dst_name);
       return -1;
     }
+    /* Where the file system refuses O_DIRECT, every write is buffered. */
+    cv->dst.direct_fd = open (cv->dst_name, O_WRONLY | O_DIRECT | O_CLOEXEC);
     return 0;
   }
   cv->create.size = (cv->size + 511) / 512 * 512;
@@ -231,6 +231,8 @@ convert (struct convert *cv)
     close (cv->src.fd);
   if (cv->dst.fd >= 0)
     close (cv->dst.fd);
+  if (cv->dst.direct_fd >= 0)
+    close (cv->dst.direct_fd);
   return r;
 }
 
@@ -245,7 +247,9 @@ cmd_convert (int argc, char **argv)
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  struct convert cv = { .src = { .fd = -1 }, .dst = { .fd = -1 } };
+  struct convert cv = {
+    .src = { .fd = -1, .direct_fd = -1 }, .dst = { .fd = -1, .direct_fd = -1 },
+  };
   bool type_given = false;
   int c, r = 0;
 

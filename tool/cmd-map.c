@@ -69,11 +69,13 @@ print_entry (struct map_state *s, const struct vmdk_map_entry *m)
     if (!s->printed_any)
       printf ("%-19s %-19s %5s  %-11s  %-19s %s\n", "Offset", "Length",
               "Depth", "Allocation", "Mapped to", "File");
-    printf ("%#-19" PRIx64 " %#-19" PRIx64 " %5u  %-11s", m->offset,
-            m->length, m->depth, kind_name (m));
+    printf ("%#-19" PRIx64 " %#-19" PRIx64 " %5u  ", m->offset, m->length,
+            m->depth);
     if (m->file)
-      printf ("  %#-19" PRIx64 " %s", m->file_offset, m->file);
-    printf ("\n");
+      printf ("%-11s  %#-19" PRIx64 " %s\n", kind_name (m), m->file_offset,
+              m->file);
+    else
+      printf ("%s\n", kind_name (m));
   }
   s->printed_any = true;
 }

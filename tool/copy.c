@@ -29,6 +29,10 @@
 #define CHUNK (1024 * 1024)
 #define ZERO_GRANULE (64 * 1024)
 #define MAX_THREADS 64
+/* O_DIRECT needs offsets, lengths and buffers aligned to the logical
+ * block size: 4096 covers every device.
+ */
+#define DIRECT_ALIGN 4096
 
 int
 range_add (struct range_list *l, uint64_t offset, uint64_t length)
@@ -243,11 +247,18 @@ read_src (struct copier *c, void *buf, size_t len, uint64_t offset)
   return 0;
 }
 
+static bool
+is_aligned (uint64_t v)
+{
+  return v % DIRECT_ALIGN == 0;
+}
+
 static int
 write_dst (struct copier *c, const void *buf, size_t len, uint64_t offset)
 {
   const struct disk *d = c->dst;
   size_t done = 0;
+  int fd = d->fd;
 
   if (d->img) {
     if (vmdk_pwrite (d->img, buf, len, offset, 0) == 0)
@@ -255,8 +266,11 @@ write_dst (struct copier *c, const void *buf, size_t len, uint64_t offset)
     fail (c, d->name, vmdk_errmsg ());
     return -1;
   }
+  if (d->direct_fd >= 0 && is_aligned (offset) && is_aligned (len) &&
+      is_aligned ((uintptr_t) buf))
+    fd = d->direct_fd;
   while (done < len) {
-    ssize_t r = pwrite (d->fd, (const char *) buf + done, len - done,
+    ssize_t r = pwrite (fd, (const char *) buf + done, len - done,
                         offset + done);
 
     if (r == -1 && errno == EINTR)
@@ -323,11 +337,11 @@ static void *
 worker (void *opaque)
 {
   struct copier *c = opaque;
-  unsigned char *buf = malloc (CHUNK);
+  unsigned char *buf = NULL;
   uint64_t offset;
   size_t len;
 
-  if (buf == NULL) {
+  if (posix_memalign ((void **) &buf, DIRECT_ALIGN, CHUNK) != 0) {
     fail (c, c->src->name, "malloc: out of memory");
     return NULL;
   }

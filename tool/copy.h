@@ -22,6 +22,11 @@ struct disk {
   const char *name;             /* for messages */
   struct vmdk_image *img;       /* NULL: raw */
   int fd;
+  /* A raw destination may also be open with O_DIRECT (else -1): aligned
+   * writes go there, past the page cache, whose copying and writeback
+   * would otherwise cost as much CPU as inflating a stream image.
+   */
+  int direct_fd;
 };
 
 struct range {
