@@ -69,6 +69,8 @@ die ()
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 srcdir=$(cd "$here/.." && pwd)
+# shellcheck source=bench/common.sh
+source "$here/common.sh"
 
 quick=false
 only=read,stream,write
@@ -114,19 +116,6 @@ done
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "--repeat: $repeat is not a positive number"
 [[ $runtime =~ ^[1-9][0-9]*$ ]] || die "--runtime: $runtime is not a positive number"
 
-# SIZE -> bytes (K, M, G, T suffixes, powers of 1024).
-to_bytes ()
-{
-  local n=${1%[KkMmGgTt]} s=${1: -1}
-  [[ $n =~ ^[0-9]+$ ]] || die "bad size $1"
-  case "$s" in
-    K|k) echo $((n << 10)) ;;
-    M|m) echo $((n << 20)) ;;
-    G|g) echo $((n << 30)) ;;
-    T|t) echo $((n << 40)) ;;
-    *) echo "$1" ;;
-  esac
-}
 size_bytes=$(to_bytes "$size")
 write_bytes=$(to_bytes "$write_size")
 (( size_bytes >= 64 << 20 && size_bytes % (2 << 20) == 0 )) ||
@@ -294,32 +283,6 @@ random_bytes ()                 # random_bytes BYTES
   fi
 }
 
-# Moderately compressible bytes: every 4 KiB block is 1536 random bytes
-# and 2560 bytes of a text line naming the block, repeated.  zlib packs
-# a 64 KiB grain of it to about 40%.
-compressible_bytes ()           # compressible_bytes BYTES
-{
-  python3 - "$1" <<'EOF'
-import os, sys
-total = int(sys.argv[1])
-out = sys.stdout.buffer
-block = 0
-left = total
-while left > 0:
-    blocks = min(256, (left + 4095) // 4096)
-    rnd = os.urandom(1536 * blocks)
-    parts = []
-    for i in range(blocks):
-        line = b"%010d nbdkit-vmdk benchmark: moderately compressible text\n" % block
-        parts.append(rnd[i * 1536:(i + 1) * 1536])
-        parts.append((line * (2560 // len(line) + 1))[:2560])
-        block += 1
-    chunk = b"".join(parts)[:left]
-    out.write(chunk)
-    left -= len(chunk)
-EOF
-}
-
 # make_vmdk NAME GENERATOR SUBFORMAT: $scratch/NAME.raw, $size_bytes
 # bytes from GENERATOR, and qemu-img's SUBFORMAT copy $scratch/NAME.vmdk.
 make_vmdk ()
@@ -350,18 +313,6 @@ add_test ()                     # add_test KEY UNIT TARGET-SERVER RATIO TITLE
   target_server[$1]=$3
   target_ratio[$1]=$4
   title[$1]=$5
-}
-
-median ()                       # median NUMBERS...
-{
-  printf '%s\n' "$@" | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "-"; exit }
-      if (NR % 2) m = v[(NR + 1) / 2]
-      else m = (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m
-    }'
 }
 
 # The three servers in an order that rotates from one measurement to the
