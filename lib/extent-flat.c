@@ -82,7 +82,6 @@ static int
 flat_zero (struct extent *e, uint64_t offset, uint64_t count,
            unsigned flags, const struct write_ctx *ctx)
 {
-  static const unsigned char zeroes[65536];
   const struct flat *f = e->priv;
   struct vmdk_io *io = e->io;
   uint64_t foff = f->base + offset;
@@ -101,15 +100,7 @@ flat_zero (struct extent *e, uint64_t offset, uint64_t count,
   if (flags & EXTENT_ZERO_FAST)
     return vmdk_error (ENOTSUP, "%s: fast zero not possible: the host "
                        "file system cannot zero ranges", io->name);
-  while (count > 0) {
-    size_t n = MIN (count, (uint64_t) sizeof zeroes);
-
-    if (io->ops->pwrite (io, zeroes, n, foff) == -1)
-      return -1;
-    foff += n;
-    count -= n;
-  }
-  return 0;
+  return io_write_zeroes (io, foff, count);
 }
 
 static int

@@ -42,6 +42,22 @@ io_pread_zerofill (struct vmdk_io *io, void *buf, size_t count,
   return 0;
 }
 
+int
+io_write_zeroes (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  static const unsigned char zeroes[65536];
+
+  while (count > 0) {
+    size_t n = count < sizeof zeroes ? count : sizeof zeroes;
+
+    if (io->ops->pwrite (io, zeroes, n, offset) == -1)
+      return -1;
+    offset += n;
+    count -= n;
+  }
+  return 0;
+}
+
 void
 io_close (struct vmdk_io *io)
 {

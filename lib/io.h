@@ -114,6 +114,9 @@ extern int io_pread_full (struct vmdk_io *io, void *buf, size_t count,
 /* Read count bytes; bytes past end of file read as zeroes. */
 extern int io_pread_zerofill (struct vmdk_io *io, void *buf, size_t count,
                               uint64_t offset);
+/* Write count zero bytes at offset (allocating them). */
+extern int io_write_zeroes (struct vmdk_io *io, uint64_t offset,
+                            uint64_t count);
 extern void io_close (struct vmdk_io *io);
 
 #endif /* VMDK_IO_H */

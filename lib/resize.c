@@ -278,22 +278,6 @@ plan_descriptor (struct grow *g)
 
 /* Step 1, sparse: zeroes past the old end of the last extent. */
 
-static int
-write_zeroes (struct vmdk_io *io, uint64_t offset, uint64_t count)
-{
-  static const unsigned char zeroes[65536];
-
-  while (count > 0) {
-    size_t n = MIN (count, (uint64_t) sizeof zeroes);
-
-    if (io->ops->pwrite (io, zeroes, n, offset) == -1)
-      return -1;
-    offset += n;
-    count -= n;
-  }
-  return 0;
-}
-
 /* The tail of a partial last grain, if stored, is written to zeroes. */
 static int
 zero_grain_tail (struct extent *e)
@@ -313,7 +297,7 @@ zero_grain_tail (struct extent *e)
     return 0;
   from = foff + in;
   to = MIN (foff + d->grain_bytes, d->file_size);
-  return from < to ? write_zeroes (e->io, from, to - from) : 0;
+  return from < to ? io_write_zeroes (e->io, from, to - from) : 0;
 }
 
 /* Entries of the existing tables past the old end become unallocated. */
