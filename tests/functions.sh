@@ -113,6 +113,23 @@ vmdk ()
     "$VMDK_TOOL" "$@"
 }
 
+# tool_refuses WHAT PATTERN ARGS...: counted check that "vmdk ARGS..."
+# fails with status 1, without crashing, with PATTERN (a grep basic
+# regex) in its stderr (kept in $TMPDIR, out of the test's way).
+tool_refuses ()
+{
+    local what="$1" pattern="$2" rc=0 err="${TMPDIR:-/tmp}/tool-refuses.err"
+    shift 2
+    "$VMDK_TOOL" "$@" > /dev/null 2> "$err" || rc=$?
+    if [ "$rc" -eq 1 ] && check_no_crash "$rc" "$err" &&
+           grep -q -- "$pattern" "$err"; then
+        pass "$what refused: $(grep -m1 '^vmdk' "$err")"
+    else
+        fail "$what: status $rc, expected a refusal matching '$pattern'"
+        cat "$err"
+    fi
+}
+
 # requires_filter NAME: skip unless nbdkit has the filter.
 requires_filter ()
 {

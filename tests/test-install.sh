@@ -67,14 +67,22 @@ test ! -L "$so"
 # No libtool archive, nor anything of lib/ (a convenience library).
 not grep -E '\.la$|\.a$|libvmdk' "$scratch/installed"
 
-# The man page.
-man1=$(grep '/man1/nbdkit-vmdk-plugin\.1$' "$scratch/installed")
-test -n "$man1"
-grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE '^\.TH "?nbdkit-vmdk-plugin"? 1 '
-if command -v man >/dev/null 2>&1; then
-    MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
-    grep -q 'nbdkit-vmdk-plugin' "$scratch/man.txt"
-fi
+# check_man_page NAME TEXT: NAME.1 is installed in man1, titled NAME,
+# and (when man is there) renders with TEXT in it.
+check_man_page ()
+{
+    local page
+    page=$(grep "/man1/$1\\.1\$" "$scratch/installed")
+    test -n "$page"
+    grep -m1 '^\.TH ' "$destdir/$page" | grep -qiE "^\\.TH \"?$1\"? 1 "
+    if command -v man >/dev/null 2>&1; then
+        MANWIDTH=80 man -l "$destdir/$page" > "$scratch/man.txt" 2>/dev/null
+        grep -q "$2" "$scratch/man.txt"
+    fi
+}
+
+# The plugin's man page.
+check_man_page nbdkit-vmdk-plugin nbdkit-vmdk-plugin
 
 # The vmdk command, to bindir.
 bindir=$(printf 'print-bindir:\n\t@echo $(bindir)\n' |
@@ -85,13 +93,7 @@ test -x "$destdir$bindir/vmdk"
 "$destdir$bindir/vmdk" --version | grep -q '^vmdk (nbdkit-vmdk) '
 
 # Its man page.
-man1=$(grep '/man1/vmdk\.1$' "$scratch/installed")
-test -n "$man1"
-grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE '^\.TH "?vmdk"? 1 '
-if command -v man >/dev/null 2>&1; then
-    MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
-    grep -q 'vmdk resize IMAGE SIZE' "$scratch/man.txt"
-fi
+check_man_page vmdk 'vmdk resize IMAGE SIZE'
 
 # Exactly these files: the plugin, the command and their man pages.
 test "$(wc -l < "$scratch/installed")" -eq 4
