@@ -151,6 +151,24 @@ for t in monolithic-sparse monolithic-flat split-sparse stream-optimized \
     check_image "vmdk convert -t $t" "v-$t.vmdk"
 done
 
+# Strings a descriptor may hold: quotes, backslashes, tabs, DEL, a
+# windows-1252 byte, UTF-8 (2 and 4 bytes) and an encoded surrogate
+# (not UTF-8): info --json is still valid JSON, each byte kept.
+truncate -s 1M weird.img
+printf '%s\n' '# Disk DescriptorFile' 'CID=12345678' \
+       'createType="monolithicFlat"' 'RW 2048 FLAT "weird.img" 0' > weird.vmdk
+printf 'ddb.weird = "a"b\\c\td\x7fe\xe9f\xc3\xa9g\xf0\x9f\x98\x80h\xed\xa0\x80i"\n' \
+       >> weird.vmdk
+# Bytes that are not UTF-8 become the code points of the same values.
+printf 'a"b\\c\td\x7fe\xc3\xa9f\xc3\xa9g\xf0\x9f\x98\x80h\xc3\xad\xc2\xa0\xc2\x80i\n' \
+       > weird.want
+if vmdk info --json weird.vmdk | jq -r '.ddb."ddb.weird"' > weird.got &&
+   cmp weird.want weird.got; then
+    pass "hostile strings: valid JSON, every byte kept"
+else
+    fail "hostile strings: $(od -c weird.got)"
+fi
+
 # Not VMDKs, or broken ones.
 refused "a raw file" ref.raw
 head -c 300 q-monolithicSparse.vmdk > cut.vmdk
