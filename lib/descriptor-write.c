@@ -183,6 +183,17 @@ descriptor_complete_ddb (const char *text, size_t len, uint64_t capacity,
   return t.s;
 }
 
+const char *
+extent_access_name (enum extent_access a)
+{
+  switch (a) {
+  case ACCESS_RW: return "RW";
+  case ACCESS_RDONLY: return "RDONLY";
+  case ACCESS_NOACCESS: return "NOACCESS";
+  }
+  return "?";
+}
+
 /* The extent lines, as the descriptor grammar has them. */
 static void
 append_extent_lines (struct text *t, const struct descriptor_extent *exts,

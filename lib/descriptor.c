@@ -65,17 +65,6 @@ extent_type_name (enum extent_type t)
   return "?";
 }
 
-const char *
-extent_access_name (enum extent_access a)
-{
-  switch (a) {
-  case ACCESS_RW: return "RW";
-  case ACCESS_RDONLY: return "RDONLY";
-  case ACCESS_NOACCESS: return "NOACCESS";
-  }
-  return "?";
-}
-
 void
 descriptor_free (struct descriptor *d)
 {
