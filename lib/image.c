@@ -411,6 +411,7 @@ open_top (struct vmdk_source *src, bool owns_src, const char *name,
   struct chain *chain;
   struct gtcache *cache;
   struct vmdk_image *img;
+  bool dir_failed;
 
   if (opts == NULL)
     opts = &defaults;
@@ -433,7 +434,7 @@ open_top (struct vmdk_source *src, bool owns_src, const char *name,
     return NULL;
   }
   if (hint)
-    img = chain_open_hint (src, name, opts, cache, chain);
+    img = chain_open_hint (src, name, opts, cache, chain, &dir_failed);
   else
     img = image_open_link (src, owns_src, name, opts, cache, chain);
   free (chain);
