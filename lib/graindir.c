@@ -321,6 +321,11 @@ grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
 {
   uint64_t off, end;
 
+  /* Appending is all we do, so a file that cannot grow has no room. */
+  if (d->io->cannot_grow)
+    return vmdk_error (ENOSPC, "%s: this write needs space for a new grain "
+                       "or grain table, but the file cannot grow: %s",
+                       d->io->name, d->io->cannot_grow);
   if (!d->past_straddlers) {
     move_past_straddling_grains (d);
     d->past_straddlers = true;
@@ -332,6 +337,7 @@ grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
                        "extent cannot grow past %" PRIu64 " bytes",
                        d->io->name, d->max_offset);
   d->next_free = end;
+  d->allocated = true;
   if (end > __atomic_load_n (&d->file_size, __ATOMIC_RELAXED))
     __atomic_store_n (&d->file_size, end, __ATOMIC_RELEASE);
   *offset = off;
@@ -471,10 +477,11 @@ grain_dir_flush_locked (struct grain_dir *d)
     return io->ops->flush (io);
 
   /* 1. Data: every grain a new entry points at must be on disk before
-   * the entry is.  The file is first extended over all allocations,
-   * and any metadata the new entries rely on is written with the data.
+   * the entry is.  The file is first extended over all allocations (if
+   * there were any: a file that cannot grow has none), and any metadata
+   * the new entries rely on is written with the data.
    */
-  if (io->ops->extend (io, d->next_free) == -1 ||
+  if ((d->allocated && io->ops->extend (io, d->next_free) == -1) ||
       (d->before_tables && d->before_tables (d) == -1) ||
       io->ops->flush (io) == -1)
     return -1;
