@@ -14,6 +14,7 @@
 # Environment (from AM_TESTS_ENVIRONMENT in tests/Makefile.am; defaults
 # below make a test runnable by hand from tests/ too):
 #   VMDK_PLUGIN    absolute path of nbdkit-vmdk-plugin.so
+#   VMDK_FILTER    absolute path of nbdkit-vmdk-filter.so
 #   abs_srcdir, abs_builddir
 #   KEEP_SCRATCH=1 keeps the scratch directory for debugging.
 
@@ -21,7 +22,8 @@
 : "${abs_builddir:=$(pwd)}"
 : "${abs_top_builddir:=$(cd "$abs_builddir/.." && pwd)}"
 : "${VMDK_PLUGIN:=$abs_top_builddir/plugin/.libs/nbdkit-vmdk-plugin.so}"
-export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN
+: "${VMDK_FILTER:=$abs_top_builddir/filter/.libs/nbdkit-vmdk-filter.so}"
+export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN VMDK_FILTER
 
 testname=$(basename "$0" .sh)
 
@@ -92,6 +94,15 @@ requires_plugin ()
 {
     if [ ! -f "$VMDK_PLUGIN" ]; then
         echo "$0: $VMDK_PLUGIN not built: test skipped"
+        exit 77
+    fi
+}
+
+# requires_vmdk_filter: skip unless the vmdk filter has been built.
+requires_vmdk_filter ()
+{
+    if [ ! -f "$VMDK_FILTER" ]; then
+        echo "$0: $VMDK_FILTER not built: test skipped"
         exit 77
     fi
 }
@@ -657,4 +668,38 @@ requires_built ()
         echo "$0: $abs_builddir/$1 not built: test skipped"
         exit 77
     fi
+}
+
+# ---------------------------------------------------------------------
+# The filter (--filter=vmdk).
+
+# make_filter_images: in the current directory, ref.raw (make_reference,
+# 80 MiB: three grain tables of qemu-img's images) and qemu-img's
+# ms.vmdk (monolithicSparse) and so.vmdk (streamOptimized) of it.
+make_filter_images ()
+{
+    make_reference ref.raw $(( 80 * 1024 * 1024 ))
+    qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse \
+             ref.raw ms.vmdk
+    qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized \
+             ref.raw so.vmdk
+}
+
+# check_filter_reads WHAT RAW NBDKIT-ARGS...: "nbdkit -U - NBDKIT-ARGS"
+# (a plugin with --filter=vmdk) serves RAW: nbdcopy with and without
+# block status (so a wrong hole cannot hide a difference) and cmp.
+check_filter_reads ()
+{
+    local what="$1" raw="$2"
+    shift 2
+    rm -f out.raw out-noext.raw
+    if nbdkit -U - "$@" \
+              --run 'nbdcopy "$uri" out.raw &&
+                     nbdcopy --no-extents "$uri" out-noext.raw' &&
+       cmp "$raw" out.raw && cmp "$raw" out-noext.raw; then
+        pass "$what: reads as $raw"
+    else
+        fail "$what: does not read as $raw"
+    fi
+    rm -f out.raw out-noext.raw
 }
