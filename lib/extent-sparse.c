@@ -150,12 +150,12 @@ sparse_lookup (struct extent *e, uint64_t offset, uint64_t max, bool for_map,
 }
 
 static int
-sparse_read_compressed (struct extent *e, const struct run *run,
+sparse_read_compressed (struct extent *e, const struct run *runs, size_t nr,
                         uint64_t offset, void *buf, size_t count)
 {
   struct sparse *s = e->priv;
 
-  return stream_read (s->stream, run, offset, buf, count);
+  return stream_read (s->stream, runs, nr, offset, buf, count);
 }
 
 static void
