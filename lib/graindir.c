@@ -204,9 +204,14 @@ load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
     gtcache_unpin (*pin);
     return NULL;
   }
-  vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64 " (and "
-              "%zu after it) from offset %" PRIu64 " in one read",
-              d->io->name, gt_index, n - 1, gt_offset (d, gt_index));
+  if (n == 1)
+    vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
+                " from offset %" PRIu64, d->io->name, gt_index,
+                gt_offset (d, gt_index));
+  else
+    vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
+                " from offset %" PRIu64 " with the %zu after it in one read",
+                d->io->name, gt_index, gt_offset (d, gt_index), n - 1);
   return gtcache_data (*pin);
 }
 
