@@ -30,6 +30,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "nbdkit-glue.h"
 #include "next-source.h"
 #include "vmdk.h"
 
@@ -56,21 +57,12 @@ struct handle {
   nbdkit_context *context;
 };
 
-static void
-log_to_nbdkit (unsigned category, const char *msg)
-{
-  if (category == VMDK_LOG_WARNING)
-    nbdkit_error ("warning: %s", msg);
-  else
-    nbdkit_debug ("%s", msg);
-}
-
 /* Report the engine's last error and pass its errno to nbdkit. */
 static int
 report_error (int *err)
 {
   *err = errno;
-  nbdkit_error ("%s", vmdk_errmsg ());
+  glue_report_error ();
   return -1;
 }
 
@@ -109,13 +101,8 @@ filter_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
 static int
 filter_get_ready (int model)
 {
-  unsigned categories =
-    (vmdk_debug_open ? VMDK_DEBUG_OPEN : 0) |
-    (vmdk_debug_grains ? VMDK_DEBUG_GRAINS : 0) |
-    (vmdk_debug_cache ? VMDK_DEBUG_CACHE : 0);
-
   thread_model = model;
-  vmdk_set_debug (log_to_nbdkit, categories);
+  glue_set_debug (vmdk_debug_open, vmdk_debug_grains, vmdk_debug_cache);
   return 0;
 }
 
@@ -209,7 +196,7 @@ open_image (nbdkit_context *context, int readonly)
   return 0;
 
  err_report:
-  nbdkit_error ("%s", vmdk_errmsg ());
+  glue_report_error ();
  err:
   n->finalize (n);
   nbdkit_next_context_close (n);
@@ -334,7 +321,7 @@ filter_pwrite (nbdkit_next *next, void *handle, const void *buf,
                uint32_t count, uint64_t offset, uint32_t flags, int *err)
 {
   if (vmdk_pwrite (img, buf, count, offset,
-                   (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1)
+                   glue_write_flags (flags)) == -1)
     return report_error (err);
   return 0;
 }
@@ -352,7 +339,7 @@ filter_trim (nbdkit_next *next, void *handle, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
   if (vmdk_trim (img, count, offset,
-                 (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1)
+                 glue_write_flags (flags)) == -1)
     return report_error (err);
   return 0;
 }
@@ -361,12 +348,7 @@ static int
 filter_zero (nbdkit_next *next, void *handle, uint32_t count,
              uint64_t offset, uint32_t flags, int *err)
 {
-  unsigned f = 0;
-
-  if (flags & NBDKIT_FLAG_FUA) f |= VMDK_FUA;
-  if (flags & NBDKIT_FLAG_MAY_TRIM) f |= VMDK_MAY_TRIM;
-  if (flags & NBDKIT_FLAG_FAST_ZERO) f |= VMDK_FAST_ZERO;
-  if (vmdk_zero (img, count, offset, f) == -1) {
+  if (vmdk_zero (img, count, offset, glue_write_flags (flags)) == -1) {
     /* A refused fast zero is not an error worth logging. */
     if (errno == ENOTSUP && (flags & NBDKIT_FLAG_FAST_ZERO)) {
       *err = errno;
@@ -378,39 +360,14 @@ filter_zero (nbdkit_next *next, void *handle, uint32_t count,
 }
 
 static int
-add_extent (void *opaque, uint64_t offset, uint64_t length,
-            enum vmdk_map_type type)
-{
-  struct nbdkit_extents *extents = opaque;
-  uint32_t t = 0;
-
-  if (type == VMDK_MAP_HOLE)
-    t = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-  else if (type == VMDK_MAP_ZERO)
-    t = NBDKIT_EXTENT_ZERO;
-  return nbdkit_add_extent (extents, offset, length, t) == -1 ? -1 : 0;
-}
-
-/* With REQ_ONE the client wants only the extent covering offset. */
-static int
-add_one_extent (void *opaque, uint64_t offset, uint64_t length,
-                enum vmdk_map_type type)
-{
-  if (add_extent (opaque, offset, length, type) == -1)
-    return -1;
-  return 1;
-}
-
-static int
 filter_extents (nbdkit_next *next, void *handle, uint32_t count,
                 uint64_t offset, uint32_t flags,
                 struct nbdkit_extents *extents, int *err)
 {
-  vmdk_map_fn fn = (flags & NBDKIT_FLAG_REQ_ONE) ? add_one_extent
-                                                 : add_extent;
-
-  if (vmdk_map (img, offset, count, fn, extents) == -1)
-    return report_error (err);
+  if (glue_extents (img, count, offset, flags, extents) == -1) {
+    *err = errno;
+    return -1;
+  }
   return 0;
 }
 
