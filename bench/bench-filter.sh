@@ -9,8 +9,9 @@
 #
 #   bench/bench-filter.sh [--size=SIZE] [--delay=TIME] [--repeat=N] [OPTIONS]
 #
-#   lower   nbdkit -r -U LOWER --filter=stats --filter=delay delay-read=TIME
-#                  file file=IMAGE.vmdk        (a fresh one per measurement)
+#   lower   nbdkit -r -U LOWER --filter=stats --filter=delay file
+#                  file=IMAGE.vmdk statsfile=... delay-read=TIME
+#                  (a fresh one per measurement, same socket)
 #   filter  nbdkit -r -U TOP nbd socket=LOWER --filter=vmdk, read with
 #           nbdcopy nbd+unix:///?socket=TOP OUT.raw
 #   qemu    qemu-img convert -f vmdk 'nbd+unix:///?socket=LOWER' -O raw OUT.raw
@@ -125,8 +126,8 @@ start_lower ()
 {
   rm -f "$scratch/stats.txt"
   nbdkit -r -P "$scratch/lower.pid" -U "$lower_sock" \
-    --filter=stats statsfile="$scratch/stats.txt" \
-    --filter=delay delay-read="$delay" file file="$scratch/disk.vmdk"
+    --filter=stats --filter=delay file file="$scratch/disk.vmdk" \
+    statsfile="$scratch/stats.txt" delay-read="$delay"
   wait_socket "$scratch/lower.pid" "$lower_sock"
 }
 
