@@ -124,7 +124,7 @@ top_sock="$scratch/top.sock"
 
 start_lower ()
 {
-  rm -f "$scratch/stats.txt"
+  rm -f "$scratch/stats.txt" "$lower_sock"
   nbdkit -r -P "$scratch/lower.pid" -U "$lower_sock" \
     --filter=stats --filter=delay file file="$scratch/disk.vmdk" \
     statsfile="$scratch/stats.txt" delay-read="$delay"
@@ -151,6 +151,7 @@ time_it ()
 measure_filter ()
 {
   start_lower
+  rm -f "$top_sock"
   nbdkit -r -P "$scratch/top.pid" -U "$top_sock" \
     nbd socket="$lower_sock" --filter="$scratch/vmdk-filter.so"
   wait_socket "$scratch/top.pid" "$top_sock"
