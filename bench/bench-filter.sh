@@ -34,17 +34,8 @@
 
 set -euo pipefail
 
-usage ()
-{
-  sed -n 's/^#   //p' "${BASH_SOURCE[0]}" | head -n1 | sed 's/^/usage: /'
-  exit "${1:-0}"
-}
-
-die ()
-{
-  echo "bench-filter.sh: $*" >&2
-  exit 1
-}
+# usage, die, random_bytes, compressible_bytes.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 size=2G
@@ -70,8 +61,6 @@ done
 nbdkit --filter=delay --filter=stats null --dump-plugin >/dev/null 2>&1 ||
   die "nbdkit's delay and stats filters are needed"
 
-# random_bytes and compressible_bytes.
-source "$top/bench/images.sh"
 
 size_bytes=$(numfmt --from=iec "$size")
 scratch=$(mktemp -d "${BENCH_DIR:-/var/tmp}/vmdk-bench-filter.XXXXXX")

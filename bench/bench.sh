@@ -53,17 +53,8 @@
 
 set -euo pipefail
 
-usage ()
-{
-  sed -n 's/^#   //p' "${BASH_SOURCE[0]}" | head -n1 | sed 's/^/usage: /'
-  exit "${1:-0}"
-}
-
-die ()
-{
-  echo "bench.sh: $*" >&2
-  exit 1
-}
+# usage, die, random_bytes, compressible_bytes.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # ---------------------------------------------------------------- options
 
@@ -280,8 +271,6 @@ warm ()
 
 # ---------------------------------------------------------------- images
 
-# random_bytes and compressible_bytes.
-source "$(dirname "${BASH_SOURCE[0]}")/images.sh"
 
 # make_vmdk NAME GENERATOR SUBFORMAT: $scratch/NAME.raw, $size_bytes
 # bytes from GENERATOR, and qemu-img's SUBFORMAT copy $scratch/NAME.vmdk.

@@ -703,3 +703,34 @@ check_filter_reads ()
     fi
     rm -f out.raw out-noext.raw
 }
+
+# ---------------------------------------------------------------------
+# Small images of the hostile-input tests (test-malformed.sh and
+# test-filter-malformed.sh patch copies of them).
+
+# make_two_table_image VMDK: qemu-img's monolithicSparse of 40 MiB (two
+# tables of 512 64 KiB grains), grains 0-4 written with bytes
+# 0x11-0x15 (allocated in that order), grain 528 (33 MiB, table 1)
+# with 0x21.
+make_two_table_image ()
+{
+    qemu-img create -q -f vmdk -o subformat=monolithicSparse "$1" 40M
+    qemu-io -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x12 64k 64k' \
+            -c 'write -P 0x13 128k 64k' -c 'write -P 0x14 192k 64k' \
+            -c 'write -P 0x15 256k 64k' -c 'write -P 0x21 33M 64k' "$1"
+}
+
+# make_stream_image RAW VMDK: RAW of 32 64 KiB grains and a 3584-byte
+# tail grain, grain K filled with byte K+1 (the tail with 0x21), and
+# VMDK, qemu-img's streamOptimized copy of it (grain tables at the
+# start, grains in order after them).
+make_stream_image ()
+{
+    local g G=65536
+    rm -f "$1"
+    truncate -s $(( 32 * G + 3584 )) "$1"
+    for (( g = 0; g <= 32; g++ )); do
+        write_pattern "$1" $(( g * G )) $(( g < 32 ? G : 3584 )) $(( g + 1 ))
+    done
+    qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$1" "$2"
+}

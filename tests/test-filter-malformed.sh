@@ -150,10 +150,7 @@ refused K12 crlf \
 # Grain directories and tables.  k.vmdk: 40 MiB (two tables), grains
 # 0-4 bytes 0x11-0x15, and 33 MiB byte 0x21.
 
-qemu-img create -q -f vmdk -o subformat=monolithicSparse k.vmdk 40M
-qemu-io -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x12 64k 64k' \
-        -c 'write -P 0x13 128k 64k' -c 'write -P 0x14 192k 64k' \
-        -c 'write -P 0x15 256k 64k' -c 'write -P 0x21 33M 64k' k.vmdk
+make_two_table_image k.vmdk
 gd=$(u64 k.vmdk 56)
 gte3=$(kdmv_gte_offset k.vmdk 3)
 
@@ -179,12 +176,7 @@ served G4 gte-1-without-flag \
 # streamOptimized.  st.vmdk: 32 grains and a 3584-byte tail, grain K
 # byte K+1.
 
-sz=$(( 32 * G + 3584 ))
-truncate -s "$sz" st.raw
-for (( g = 0; g <= 32; g++ )); do
-    write_pattern st.raw $(( g * G )) $(( g < 32 ? G : 3584 )) $(( g + 1 ))
-done
-qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized st.raw st.vmdk
+make_stream_image st.raw st.vmdk
 fsize=$(stat -c %s st.vmdk)
 m2=$(grain_marker st.vmdk 2)
 mt=$(grain_marker st.vmdk 32)

@@ -3,8 +3,24 @@
 # SPDX-License-Identifier: BSD-3-Clause (see COPYING)
 # shellcheck shell=bash
 
-# Data generators shared by the benchmarks (sourced by bench.sh and
-# bench-filter.sh): BYTES bytes on stdout.
+# What the benchmarks share (sourced by bench.sh and bench-filter.sh):
+# usage and errors, and the data generators.
+
+# usage [STATUS]: the synopsis line of the script's header ("#   " + the
+# script's name), then exit.
+usage ()
+{
+  sed -n 's/^#   //p' "$0" | head -n1 | sed 's/^/usage: /'
+  exit "${1:-0}"
+}
+
+die ()
+{
+  echo "$(basename "$0"): $*" >&2
+  exit 1
+}
+
+# Data generators: BYTES bytes on stdout.
 
 # Random bytes, fast.
 random_bytes ()                 # random_bytes BYTES
