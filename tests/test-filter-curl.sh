@@ -90,7 +90,9 @@ check_filter_reads "the OVA's disk over HTTP" ref.raw \
     --filter=tar tar-entry=disk1.vmdk
 
 # Ranges, not whole files: GETs of the images were answered 206
-# (partial content), none 200, and none moved a whole file.
+# (partial content), none 200, and none moved a whole file.  lighttpd
+# buffers its access log: stop it first.
+kill_nbdkit "$scratch/lighttpd.pid"
 cat access.log
 whole=$(stat -c %s www/so.vmdk)
 if grep -q 'GET /so.vmdk HTTP/1.1 206 ' access.log &&
