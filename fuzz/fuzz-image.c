@@ -573,6 +573,14 @@ limited_extend (struct vmdk_io *io, uint64_t size)
   return mem_ops->extend (io, size);
 }
 
+static int
+limited_truncate (struct vmdk_io *io, uint64_t size)
+{
+  if (too_big (io, size, 0) == -1)
+    return -1;
+  return mem_ops->truncate (io, size);
+}
+
 static struct vmdk_io *
 borrowed_open (struct vmdk_source *src, const char *name, bool readonly)
 {
@@ -592,6 +600,8 @@ borrowed_open (struct vmdk_source *src, const char *name, bool readonly)
       limited_ops.zero_range = limited_zero_range;
     if (mem_ops->extend)
       limited_ops.extend = limited_extend;
+    if (mem_ops->truncate)
+      limited_ops.truncate = limited_truncate;
   }
   CHECK (io->ops == mem_ops);
   io->ops = &limited_ops;

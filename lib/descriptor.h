@@ -93,4 +93,47 @@ extern bool descriptor_probe (const char *text, size_t len);
 
 extern const char *extent_type_name (enum extent_type t);
 
+/* Writing descriptors (descriptor-write.c). */
+
+/* A growing text buffer; errors (no memory) are sticky: check failed
+ * at the end.
+ */
+struct text {
+  char *s;
+  size_t len, alloc;
+  bool failed;
+};
+extern void text_append (struct text *t, const char *fs, ...)
+  __attribute__ ((format (printf, 2, 3)));
+
+/* The geometry VMware's writer records for a disk of sectors: 63
+ * sectors a track, 16 heads for IDE (at most 16383 cylinders) and 255
+ * otherwise (at most 65535), cylinders rounded up.
+ */
+struct geometry {
+  uint32_t cylinders, heads, sectors;
+};
+extern struct geometry descriptor_geometry (uint64_t sectors, bool ide);
+
+/* The disk database keys VMware's writer emits. */
+struct ddb_values {
+  unsigned hw_version;
+  const char *adapter;          /* "ide", "buslogic", "lsilogic" */
+  struct geometry geo;
+  bool thin;                    /* ddb.thinProvisioned */
+};
+/* Append the keys to t, but for those that existing (existing_len
+ * bytes, or NULL) already sets.  Random longContentID and uuid.
+ */
+extern void descriptor_write_ddb (struct text *t, const struct ddb_values *v,
+                                  const char *existing, size_t existing_len);
+/* text (len bytes, NUL-terminated or not) with the keys it lacks
+ * appended, for a disk of capacity sectors, and its CID written with 8
+ * digits: other writers' stream images lack some keys importers
+ * expect, and qemu-img drops a CID's leading zeroes.  A malloc'd
+ * string of *out_len bytes, or NULL with the error recorded.
+ */
+extern char *descriptor_complete_ddb (const char *text, size_t len,
+                                      uint64_t capacity, size_t *out_len);
+
 #endif /* VMDK_DESCRIPTOR_H */

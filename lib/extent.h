@@ -52,6 +52,7 @@ struct write_ctx {
   int (*read_below) (void *opaque, void *buf, size_t count, uint64_t offset);
   void *opaque;
   bool has_parent;
+  int compression_level;        /* for compressed (stream) extents */
 };
 
 /* Flags of extent zero requests. */

@@ -28,6 +28,7 @@
 #include "graindir.h"
 #include "gtcache.h"
 #include "header.h"
+#include "deflate.h"
 #include "image.h"
 
 /* Preferred I/O size advertised for images without grains (flat). */
@@ -370,6 +371,8 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
   }
 
   img->rw = !opts->readonly;
+  img->compression_level = opts->compression_level ?
+    opts->compression_level : vmdk_deflate_default_level ();
   pthread_mutex_init (&img->write_lock, NULL);
   main_io = open_file (img, name);
   if (main_io == NULL || remember_io (img, main_io) == -1)
@@ -396,17 +399,29 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
   return NULL;
 }
 
-struct vmdk_image *
-vmdk_open_source (struct vmdk_source *src, const char *name,
-                  const struct vmdk_options *opts)
+/* Open the top of a chain, with a cache and a loop detector of its
+ * own: name is a file of src, or (hint) a path relative to it.  If
+ * owns_src, src goes with the image whether or not the open succeeds.
+ */
+static struct vmdk_image *
+open_top (struct vmdk_source *src, bool owns_src, const char *name,
+          bool hint, const struct vmdk_options *opts)
 {
   static const struct vmdk_options defaults = { .readonly = true };
   struct chain *chain;
   struct gtcache *cache;
   struct vmdk_image *img;
+  bool dir_failed;
 
   if (opts == NULL)
     opts = &defaults;
+  if (opts->compression_level < 0 || opts->compression_level > 9) {
+    vmdk_error (EINVAL, "compression level %d is not from 1 to 9",
+                opts->compression_level);
+    if (owns_src)
+      src->ops->close (src);
+    return NULL;
+  }
   chain = calloc (1, sizeof *chain);
   cache = gtcache_new (opts->gt_cache_bytes ? opts->gt_cache_bytes
                                             : VMDK_DEFAULT_GT_CACHE);
@@ -414,10 +429,14 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
     vmdk_error (ENOMEM, "malloc: %m");
     free (chain);
     gtcache_free (cache);
-    src->ops->close (src);
+    if (owns_src)
+      src->ops->close (src);
     return NULL;
   }
-  img = image_open_link (src, true, name, opts, cache, chain);
+  if (hint)
+    img = chain_open_hint (src, name, opts, cache, chain, &dir_failed);
+  else
+    img = image_open_link (src, owns_src, name, opts, cache, chain);
   free (chain);
   if (img == NULL) {
     gtcache_free (cache);
@@ -425,6 +444,20 @@ vmdk_open_source (struct vmdk_source *src, const char *name,
   }
   img->owns_cache = true;
   return img;
+}
+
+struct vmdk_image *
+vmdk_open_source (struct vmdk_source *src, const char *name,
+                  const struct vmdk_options *opts)
+{
+  return open_top (src, true, name, false, opts);
+}
+
+struct vmdk_image *
+image_open_hint (struct vmdk_source *src, const char *hint,
+                 const struct vmdk_options *opts)
+{
+  return open_top (src, false, hint, true, opts);
 }
 
 struct vmdk_image *

@@ -46,6 +46,7 @@ struct vmdk_image {
   uint64_t desc_offset, desc_length;  /* descriptor bytes in ios[0] */
   pthread_mutex_t write_lock;   /* first-write setup */
   bool modified;
+  int compression_level;
 };
 
 /* The files already in the chain being opened, to refuse loops. */
@@ -62,6 +63,13 @@ extern struct vmdk_image *image_open_link (struct vmdk_source *src,
                                            const struct vmdk_options *opts,
                                            struct gtcache *cache,
                                            struct chain *chain);
+/* Open the image that hint names relative to src (chain_open_hint)
+ * as the top of a chain, with a cache of its own.  src stays the
+ * caller's.
+ */
+extern struct vmdk_image *image_open_hint (struct vmdk_source *src,
+                                           const char *hint,
+                                           const struct vmdk_options *opts);
 /* The extent containing offset, which must be < img->size. */
 extern struct extent *image_find_extent (struct vmdk_image *img,
                                          uint64_t offset);
@@ -79,6 +87,17 @@ extern bool image_has_parent (const struct vmdk_image *img);
 extern int chain_enter (struct chain *chain, struct vmdk_io *io);
 /* A bare COWD redo log: take the parent name from its header. */
 extern int chain_take_cowd_parent_name (struct vmdk_image *img);
+/* Open the image that hint names relative to src (a file name, or a
+ * path whose directories are opened beneath src under its containment
+ * rules), with its parents.  *dir_failed says whether it failed at the
+ * directories.
+ */
+extern struct vmdk_image *chain_open_hint (struct vmdk_source *src,
+                                           const char *hint,
+                                           const struct vmdk_options *opts,
+                                           struct gtcache *cache,
+                                           struct chain *chain,
+                                           bool *dir_failed);
 /* Open the parent named by the descriptor and check its CID. */
 extern int chain_open_parent (struct vmdk_image *img,
                               const struct vmdk_options *opts,

@@ -130,6 +130,21 @@ mem_extend (struct vmdk_io *io, uint64_t size)
   return 0;
 }
 
+static int
+mem_truncate (struct vmdk_io *io, uint64_t size)
+{
+  struct mem_file *f = ((struct mem_io *) io)->f;
+  unsigned char zero = 0;
+
+  pthread_rwlock_wrlock (&f->lock);
+  if (size < f->len)
+    f->len = size;
+  pthread_rwlock_unlock (&f->lock);
+  if (size > f->len)
+    return mem_pwrite (io, &zero, 1, size - 1);
+  return 0;
+}
+
 static void
 mem_close (struct vmdk_io *io)
 {
@@ -147,23 +162,26 @@ static const struct vmdk_io_ops mem_io_ops = {
   .punch = mem_zero,
   .zero_range = mem_zero,
   .extend = mem_extend,
+  .truncate = mem_truncate,
   .close = mem_close,
 };
 
-static struct vmdk_io *
-mem_source_open (struct vmdk_source *src, const char *name, bool readonly)
+static struct mem_file *
+find_file (struct mem_source *s, const char *name)
 {
-  struct mem_source *s = (struct mem_source *) src;
   struct mem_file *f;
-  struct mem_io *m;
 
   for (f = s->files; f; f = f->next)
     if (strcmp (f->name, name) == 0)
-      break;
-  if (f == NULL) {
-    vmdk_error (ENOENT, "open: %s: No such file or directory", name);
-    return NULL;
-  }
+      return f;
+  return NULL;
+}
+
+static struct vmdk_io *
+open_file (struct mem_file *f, const char *name)
+{
+  struct mem_io *m;
+
   m = calloc (1, sizeof *m);
   if (m == NULL || (m->io.name = strdup (name)) == NULL) {
     free (m);
@@ -173,6 +191,56 @@ mem_source_open (struct vmdk_source *src, const char *name, bool readonly)
   m->io.ops = &mem_io_ops;
   m->f = f;
   return &m->io;
+}
+
+static struct vmdk_io *
+mem_source_open (struct vmdk_source *src, const char *name, bool readonly)
+{
+  struct mem_file *f = find_file ((struct mem_source *) src, name);
+
+  if (f == NULL) {
+    vmdk_error (ENOENT, "open: %s: No such file or directory", name);
+    return NULL;
+  }
+  return open_file (f, name);
+}
+
+static struct vmdk_io *
+mem_source_create (struct vmdk_source *src, const char *name)
+{
+  struct mem_source *s = (struct mem_source *) src;
+
+  if (find_file (s, name)) {
+    vmdk_error (EEXIST, "create: %s: the file exists already", name);
+    return NULL;
+  }
+  if (vmdk_source_memory_add (src, name, "", 0) == -1)
+    return NULL;
+  return open_file (s->files, name);
+}
+
+static void
+free_file (struct mem_file *f)
+{
+  pthread_rwlock_destroy (&f->lock);
+  free (f->name);
+  free (f->data);
+  free (f);
+}
+
+static int
+mem_source_remove (struct vmdk_source *src, const char *name)
+{
+  struct mem_source *s = (struct mem_source *) src;
+  struct mem_file **p, *f;
+
+  for (p = &s->files; (f = *p) != NULL; p = &f->next)
+    if (strcmp (f->name, name) == 0) {
+      *p = f->next;
+      free_file (f);
+      return 0;
+    }
+  return vmdk_error (ENOENT, "remove: %s: No such file or directory", name);
 }
 
 /* The memory source is flat: names may contain '/', but there is no
@@ -194,10 +262,7 @@ mem_source_close (struct vmdk_source *src)
 
   for (f = s->files; f; f = next) {
     next = f->next;
-    pthread_rwlock_destroy (&f->lock);
-    free (f->name);
-    free (f->data);
-    free (f);
+    free_file (f);
   }
   free (s);
 }
@@ -205,6 +270,8 @@ mem_source_close (struct vmdk_source *src)
 static const struct vmdk_source_ops mem_source_ops = {
   .open = mem_source_open,
   .subdir = mem_source_subdir,
+  .create = mem_source_create,
+  .remove = mem_source_remove,
   .close = mem_source_close,
 };
 

@@ -224,6 +224,19 @@ posix_extend (struct vmdk_io *io, uint64_t size)
   return 0;
 }
 
+static int
+posix_truncate (struct vmdk_io *io, uint64_t size)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  if (p->is_device)
+    return vmdk_error (EINVAL, "truncate: %s: a block device cannot be "
+                       "resized", io->name);
+  if (ftruncate (p->fd, size) == -1)
+    return vmdk_error (errno, "ftruncate: %s: %m", io->name);
+  return 0;
+}
+
 static void
 posix_close (struct vmdk_io *io)
 {
@@ -244,6 +257,7 @@ static const struct vmdk_io_ops posix_io_ops = {
   .punch = posix_punch,
   .zero_range = posix_zero_range,
   .extend = posix_extend,
+  .truncate = posix_truncate,
   .close = posix_close,
 };
 
@@ -292,6 +306,72 @@ posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
   return &p->io;
 }
 
+/* A new file is a plain name in our own directory: no walk, and
+ * O_EXCL | O_NOFOLLOW refuse anything already there, a symlink
+ * included.
+ */
+static struct vmdk_io *
+posix_source_create (struct vmdk_source *src, const char *name)
+{
+  struct posix_source *s = (struct posix_source *) src;
+  struct posix_io *p;
+  int fd;
+
+  if (name[0] == '\0' || strchr (name, '/') || strcmp (name, ".") == 0 ||
+      strcmp (name, "..") == 0) {
+    vmdk_error (EINVAL, "create: %s: not a plain file name", name);
+    return NULL;
+  }
+  fd = openat (s->dirfd, name,
+               O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY,
+               0666);
+  if (fd == -1) {
+    if (errno == EEXIST)
+      vmdk_error (EEXIST, "create: %s/%s: the file exists already", s->dir,
+                  name);
+    else
+      vmdk_error (errno, "create: %s/%s: %m", s->dir, name);
+    return NULL;
+  }
+  p = calloc (1, sizeof *p);
+  if (p == NULL || (p->io.name = strdup (name)) == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    free (p);
+    close (fd);
+    unlinkat (s->dirfd, name, 0);
+    return NULL;
+  }
+  p->io.ops = &posix_io_ops;
+  p->fd = fd;
+  return &p->io;
+}
+
+static int
+posix_source_remove (struct vmdk_source *src, const char *name)
+{
+  struct posix_source *s = (struct posix_source *) src;
+
+  if (unlinkat (s->dirfd, name, 0) == -1)
+    return vmdk_error (errno, "unlink: %s/%s: %m", s->dir, name);
+  return 0;
+}
+
+static int
+posix_source_sync_names (struct vmdk_source *src)
+{
+  struct posix_source *s = (struct posix_source *) src;
+  int fd = openat (s->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  if (fd == -1)
+    return vmdk_error (errno, "open: %s: %m", s->dir);
+  if (fsync (fd) == -1) {
+    close (fd);
+    return vmdk_error (errno, "fsync: %s: %m", s->dir);
+  }
+  close (fd);
+  return 0;
+}
+
 static struct vmdk_source *posix_source_at (int dirfd, const char *dir,
                                             struct path_policy *policy);
 
@@ -326,6 +406,9 @@ posix_source_close (struct vmdk_source *src)
 static const struct vmdk_source_ops posix_source_ops = {
   .open = posix_source_open,
   .subdir = posix_source_subdir,
+  .create = posix_source_create,
+  .remove = posix_source_remove,
+  .sync_names = posix_source_sync_names,
   .close = posix_source_close,
 };
 

@@ -46,6 +46,8 @@ struct vmdk_io_ops {
   int (*zero_range) (struct vmdk_io *io, uint64_t offset, uint64_t count);
   /* Extend (never shrink) the file to size. */
   int (*extend) (struct vmdk_io *io, uint64_t size);
+  /* Optional: set the file's size, shrinking it. */
+  int (*truncate) (struct vmdk_io *io, uint64_t size);
   void (*close) (struct vmdk_io *io);
 };
 
@@ -71,6 +73,17 @@ struct vmdk_source_ops {
    * for files named by a file in that subdirectory.
    */
   struct vmdk_source *(*subdir) (struct vmdk_source *src, const char *dir);
+  /* Optional: create name (a plain name, no '/') in the source's own
+   * directory and open it read-write; it must not exist yet (EEXIST,
+   * naming the file).  remove deletes a file created so, to undo a
+   * creation that failed.
+   */
+  struct vmdk_io *(*create) (struct vmdk_source *src, const char *name);
+  int (*remove) (struct vmdk_source *src, const char *name);
+  /* Optional: make the names created so far durable (fsync the
+   * directory).
+   */
+  int (*sync_names) (struct vmdk_source *src);
   void (*close) (struct vmdk_source *src);
 };
 

@@ -63,7 +63,7 @@
 
 struct stream {
   struct vmdk_io *io;
-  uint64_t file_size;
+  _Atomic uint64_t file_size;   /* grows as a writer appends */
   uint32_t grain_bytes;
   uint64_t extent_length;
   size_t max_compressed;        /* marker + data */
@@ -182,7 +182,7 @@ stream_new (struct vmdk_io *io, struct gtcache *cache, uint64_t file_size,
     return NULL;
   }
   s->io = io;
-  s->file_size = file_size;
+  atomic_init (&s->file_size, file_size);
   s->grain_bytes = grain_bytes;
   s->extent_length = extent_length;
   s->max_compressed = STREAM_MAX_COMPRESSED (grain_bytes);
@@ -243,16 +243,17 @@ read_grain_marker (struct stream *s, const struct run *run,
   const char *name = s->io->name;
   uint64_t foff = run->file_offset, avail, lba;
   uint64_t want_lba = run->grain_start / SECTOR;
+  uint64_t file_size = atomic_load (&s->file_size);
   const unsigned char *m;
   size_t first, need, hint;
   struct thread_buf *b;
 
-  if (foff >= s->file_size || s->file_size - foff < GRAIN_MARKER_SIZE)
+  if (foff >= file_size || file_size - foff < GRAIN_MARKER_SIZE)
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 " (for "
                        "sector %" PRIu64 ") is cut short by the end of the "
                        "file (size %" PRIu64 "): truncated image",
-                       name, foff, want_lba, s->file_size);
-  avail = s->file_size - foff;
+                       name, foff, want_lba, file_size);
+  avail = file_size - foff;
   b = *bp = get_thread_buf ();
   if (b == NULL)
     return -1;
@@ -286,7 +287,7 @@ read_grain_marker (struct stream *s, const struct run *run,
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": size "
                        "field %" PRIu32 " runs past the end of the file (%"
                        PRIu64 " bytes): corrupt or truncated image", name,
-                       foff, *csize, s->file_size);
+                       foff, *csize, file_size);
   if (need > first) {           /* the rest, after what we have */
     bool from_window = m != b->in.p;
 
@@ -388,7 +389,9 @@ remember (struct stream *s, uint64_t index)
                          memory_order_relaxed);
 }
 
-/* Was grain index read lately?  Remembers it if not. */
+/* Was the grain stored at sector index read lately?  Remembers it if
+ * not.
+ */
 static bool
 seen_recently (struct stream *s, uint64_t index)
 {
@@ -432,7 +435,10 @@ read_grain (struct stream *s, const struct run *run, uint64_t offset,
             void *buf, size_t count)
 {
   uint64_t in_grain = offset - run->grain_start;
-  uint64_t index = run->grain_start / s->grain_bytes;
+  /* Grains are keyed by where they are stored: a rewritten grain is a
+   * new marker elsewhere, so the cache never serves an old version.
+   */
+  uint64_t index = run->file_offset / SECTOR;
   bool whole = in_grain == 0 && count == s->grain_bytes;
   struct gt_entry *pin;
   const unsigned char *data;
@@ -498,7 +504,7 @@ read_grain (struct stream *s, const struct run *run, uint64_t offset,
     return r;
   }
 
-  /* Not cacheable (an index beyond the cache's keys, or no memory). */
+  /* Not cacheable (a sector beyond the cache's keys, or no memory). */
   tmp = malloc (s->grain_bytes);
   if (tmp == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
@@ -519,6 +525,7 @@ fetch_window (struct stream *s, const struct run *runs, size_t nr,
               struct thread_buf *b)
 {
   uint64_t start = runs[0].file_offset, last = runs[nr - 1].file_offset;
+  uint64_t file_size = atomic_load (&s->file_size);
   uint64_t end;
   size_t i;
 
@@ -528,11 +535,11 @@ fetch_window (struct stream *s, const struct run *runs, size_t nr,
         runs[i].file_offset - runs[i - 1].file_offset >
         s->max_compressed + WINDOW_GAP)
       return 0;
-  if (last >= s->file_size)
+  if (last >= file_size)
     return 0;
   end = last + MIN ((uint64_t) atomic_load_explicit (&s->read_hint,
                                                       memory_order_relaxed),
-                    s->file_size - last);
+                    file_size - last);
   if (end - start > WINDOW_MAX)
     return 0;
   if (reserve (&b->window, end - start) == -1 ||
@@ -559,7 +566,10 @@ stream_read (struct stream *s, const struct run *runs, size_t nr,
       return -1;
   }
   for (i = 0; i < nr && count > 0 && r == 0; ++i) {
-    size_t n = MIN ((uint64_t) count, runs[i].length);
+    /* The last grain takes the rest (a caller with one run may leave
+     * its length unset).
+     */
+    size_t n = i + 1 < nr ? MIN ((uint64_t) count, runs[i].length) : count;
 
     r = read_grain (s, &runs[i], offset, out, n);
     offset += n;
@@ -570,5 +580,24 @@ stream_read (struct stream *s, const struct run *runs, size_t nr,
     b->window_len = 0;
     trim (&b->window);
   }
+  return r;
+}
+
+void
+stream_set_file_size (struct stream *s, uint64_t file_size)
+{
+  atomic_store (&s->file_size, file_size);
+}
+
+int
+stream_check_grain (struct stream *s, const struct run *run)
+{
+  unsigned char *tmp = malloc (s->grain_bytes);
+  int r;
+
+  if (tmp == NULL)
+    return vmdk_error (ENOMEM, "malloc: %m");
+  r = inflate_grain (s, run, tmp, s->grain_bytes);
+  free (tmp);
   return r;
 }

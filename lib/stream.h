@@ -67,4 +67,14 @@ extern void stream_free (struct stream *s);
 extern int stream_read (struct stream *s, const struct run *runs, size_t nr,
                         uint64_t offset, void *buf, size_t count);
 
+/* The file grew (a writer appended grains): markers up to file_size
+ * may be read.
+ */
+extern void stream_set_file_size (struct stream *s, uint64_t file_size);
+
+/* Read and inflate the whole grain at run, checking its marker and its
+ * length: 0 if it is intact.
+ */
+extern int stream_check_grain (struct stream *s, const struct run *run);
+
 #endif /* VMDK_STREAM_H */

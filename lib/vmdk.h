@@ -50,8 +50,15 @@ struct vmdk_options {
    * CID (a warning is logged).  For experts repairing broken chains.
    */
   bool ignore_parent_cid;
+  /* Deflate level (1 to 9) of grains written to streamOptimized
+   * images; 0: the default (vmdk_compression_level_default).
+   */
+  int compression_level;
   struct vmdk_file_policy files;  /* vmdk_open only */
 };
+
+/* The default compression level of streamOptimized writes. */
+extern int vmdk_compression_level_default (void);
 
 /* Open the VMDK at path: a descriptor file, or a monolithic file with an
  * embedded descriptor.  Extent files are opened relative to the directory
@@ -123,6 +130,68 @@ extern int vmdk_trim (struct vmdk_image *img, uint64_t count,
                       uint64_t offset, unsigned flags);
 /* Every completed write becomes durable. */
 extern int vmdk_flush (struct vmdk_image *img);
+
+/* Creating images (create.c).  Names and values are nbdkit-vddk's
+ * create-* parameters, so that both front ends parse them here, once.
+ */
+enum vmdk_create_type {
+  VMDK_CREATE_MONOLITHIC_SPARSE,  /* createType monolithicSparse */
+  VMDK_CREATE_MONOLITHIC_FLAT,    /* monolithicFlat */
+  VMDK_CREATE_SPLIT_SPARSE,       /* twoGbMaxExtentSparse */
+  VMDK_CREATE_SPLIT_FLAT,         /* twoGbMaxExtentFlat */
+  VMDK_CREATE_VMFS_FLAT,          /* vmfs */
+  VMDK_CREATE_VMFS_THIN,          /* vmfs, ddb.thinProvisioned = "1" */
+  VMDK_CREATE_VMFS_SPARSE,        /* vmfsSparse (COWD) */
+  VMDK_CREATE_STREAM_OPTIMIZED,   /* streamOptimized */
+};
+
+enum vmdk_adapter_type {
+  VMDK_ADAPTER_IDE,
+  VMDK_ADAPTER_BUSLOGIC,
+  VMDK_ADAPTER_LSILOGIC,
+};
+
+struct vmdk_create_options {
+  enum vmdk_create_type type;
+  /* Virtual size in bytes: > 0, a multiple of 512.  0 with a parent:
+   * the parent's size.
+   */
+  uint64_t size;
+  enum vmdk_adapter_type adapter;
+  unsigned hw_version;          /* ddb.virtualHWVersion */
+  /* A delta link over this image (relative to the new image's
+   * directory, found like any parent), or NULL.
+   */
+  const char *parent;
+  struct vmdk_file_policy files;  /* where the parent may be */
+};
+
+/* Fill opts with the defaults: monolithic-sparse, scsi-buslogic,
+ * hardware version 4 (workstation5), no parent, size 0.
+ */
+extern void vmdk_create_defaults (struct vmdk_create_options *opts);
+
+/* Create a new image at path with every file it names, none of which
+ * may exist.  All or nothing: on error every file created is removed.
+ */
+extern int vmdk_create (const char *path,
+                        const struct vmdk_create_options *opts);
+/* The same in an arbitrary byte source (which must support create). */
+extern int vmdk_create_source (struct vmdk_source *src, const char *name,
+                               const struct vmdk_create_options *opts);
+
+/* The parameter values: each parser returns 0, or -1 with an error
+ * naming the value and listing what is accepted.
+ */
+extern int vmdk_create_type_parse (const char *value,
+                                   enum vmdk_create_type *type);
+extern const char *vmdk_create_type_name (enum vmdk_create_type type);
+/* The accepted create types, comma-separated (for --dump-plugin). */
+extern const char *vmdk_create_type_list (void);
+extern int vmdk_adapter_type_parse (const char *value,
+                                    enum vmdk_adapter_type *adapter);
+/* workstation4 ... esx65, or a number from 3 to 255. */
+extern int vmdk_hw_version_parse (const char *value, unsigned *version);
 
 /* The library that inflates compressed grains: "libdeflate" or "zlib". */
 extern const char *vmdk_inflate_backend (void);

@@ -163,6 +163,7 @@ change_range (struct vmdk_image *img, enum change what, const void *buf,
     .read_below = read_below,
     .opaque = img,
     .has_parent = img->parent != NULL,
+    .compression_level = img->compression_level,
   };
   const unsigned char *b = buf;
   uint64_t end;

@@ -26,7 +26,8 @@
 #include "vmdk.h"
 
 /* Configuration. */
-static char *filename;
+static char *file_arg;                  /* file= as given */
+static char *filename;                  /* resolved in config_complete */
 static uint64_t gt_cache_bytes = VMDK_DEFAULT_GT_CACHE;
 static bool gt_cache_set;
 static int single_link = -1;            /* -1: not given */
@@ -36,6 +37,17 @@ static int allow_devices = -1;
 /* allow-dir=DIR, any number of times: a NULL-terminated list. */
 static char **allowed_dirs;
 static size_t nr_allowed_dirs;
+
+/* create=true and the create-* parameters (nbdkit-vddk's names). */
+static int create = -1;
+static struct vmdk_create_options create_opts = {
+  .type = VMDK_CREATE_MONOLITHIC_SPARSE,
+  .adapter = VMDK_ADAPTER_BUSLOGIC,
+  .hw_version = 4,
+};
+static char *create_parent;
+/* The first create-* parameter seen (it needs create=true). */
+static const char *create_key;
 
 /* The image, opened in get_ready and shared by every connection. */
 static struct vmdk_image *img;
@@ -51,7 +63,9 @@ plugin_unload (void)
   size_t i;
 
   vmdk_close (img);
+  free (file_arg);
   free (filename);
+  free (create_parent);
   for (i = 0; i < nr_allowed_dirs; ++i)
     free (allowed_dirs[i]);
   free (allowed_dirs);
@@ -96,35 +110,137 @@ parse_bool_once (const char *key, const char *value, int *field)
 }
 
 static int
+config_gt_cache (const char *value)
+{
+  int64_t r;
+
+  if (gt_cache_set) {
+    nbdkit_error ("gt-cache parameter given more than once");
+    return -1;
+  }
+  r = nbdkit_parse_size (value);
+  if (r == -1)
+    return -1;
+  if (r < 65536) {
+    nbdkit_error ("gt-cache: %s is too small (at least 64K)", value);
+    return -1;
+  }
+  gt_cache_bytes = r;
+  gt_cache_set = true;
+  return 0;
+}
+
+/* Each create-* parameter may be given once. */
+static bool
+create_key_once (const char *key)
+{
+  static const char *seen[8];
+  size_t i;
+
+  for (i = 0; i < sizeof seen / sizeof seen[0] && seen[i]; ++i)
+    if (strcmp (seen[i], key) == 0) {
+      nbdkit_error ("%s parameter given more than once", key);
+      return false;
+    }
+  if (i < sizeof seen / sizeof seen[0])
+    seen[i] = key;
+  if (create_key == NULL)
+    create_key = key;
+  return true;
+}
+
+static int
+config_create_size (const char *value)
+{
+  int64_t r = nbdkit_parse_size (value);
+
+  if (r == -1)
+    return -1;
+  if (r == 0 || r % 512 != 0) {
+    nbdkit_error ("create-size: %s is not a positive multiple of 512 bytes",
+                  value);
+    return -1;
+  }
+  create_opts.size = r;
+  return 0;
+}
+
+static int compression_level;
+
+static int
+config_compression_level (const char *value)
+{
+  if (nbdkit_parse_int ("create-compression-level", value,
+                        &compression_level) == -1)
+    return -1;
+  if (compression_level < 1 || compression_level > 9) {
+    nbdkit_error ("create-compression-level: %s is not a level from 1 to 9",
+                  value);
+    return -1;
+  }
+  return 0;
+}
+
+/* The create-* parameters; 1 if key is none of them. */
+static int
+config_create (const char *key, const char *value)
+{
+  int r;
+
+  if (strncmp (key, "create-", 7) != 0)
+    return 1;
+  if (!create_key_once (key))
+    return -1;
+  if (strcmp (key, "create-size") == 0)
+    return config_create_size (value);
+  if (strcmp (key, "create-type") == 0)
+    r = vmdk_create_type_parse (value, &create_opts.type);
+  else if (strcmp (key, "create-adapter-type") == 0)
+    r = vmdk_adapter_type_parse (value, &create_opts.adapter);
+  else if (strcmp (key, "create-hwversion") == 0)
+    r = vmdk_hw_version_parse (value, &create_opts.hw_version);
+  else if (strcmp (key, "create-compression-level") == 0)
+    return config_compression_level (value);
+  else if (strcmp (key, "create-parent") == 0) {
+    create_parent = strdup (value);
+    if (create_parent == NULL) {
+      nbdkit_error ("strdup: %m");
+      return -1;
+    }
+    r = 0;
+  }
+  else {
+    nbdkit_error ("unknown parameter '%s'", key);
+    return -1;
+  }
+  if (r == -1)
+    glue_report_error ();
+  return r;
+}
+
+static int
 plugin_config (const char *key, const char *value)
 {
+  int r;
+
   if (strcmp (key, "file") == 0) {
-    if (filename) {
+    if (file_arg) {
       nbdkit_error ("file parameter given more than once");
       return -1;
     }
-    /* Resolve now: after get_ready nbdkit may chdir("/"). */
-    filename = nbdkit_realpath (value);
-    if (filename == NULL)
-      return -1;
-  }
-  else if (strcmp (key, "gt-cache") == 0) {
-    int64_t r;
-
-    if (gt_cache_set) {
-      nbdkit_error ("gt-cache parameter given more than once");
+    /* Resolved in config_complete, once create= is known. */
+    file_arg = strdup (value);
+    if (file_arg == NULL) {
+      nbdkit_error ("strdup: %m");
       return -1;
     }
-    r = nbdkit_parse_size (value);
-    if (r == -1)
-      return -1;
-    if (r < 65536) {
-      nbdkit_error ("gt-cache: %s is too small (at least 64K)", value);
-      return -1;
-    }
-    gt_cache_bytes = r;
-    gt_cache_set = true;
   }
+  else if (strcmp (key, "create") == 0)
+    return parse_bool_once (key, value, &create);
+  else if ((r = config_create (key, value)) != 1)
+    return r;
+  else if (strcmp (key, "gt-cache") == 0)
+    return config_gt_cache (value);
   else if (strcmp (key, "single-link") == 0)
     return parse_bool_once (key, value, &single_link);
   else if (strcmp (key, "ignore-parent-cid") == 0)
@@ -142,16 +258,49 @@ plugin_config (const char *key, const char *value)
   return 0;
 }
 
+/* With create=true the file must not exist yet (get_ready creates it),
+ * so only its directory is resolved.
+ */
+static int
+config_complete_create (void)
+{
+  if (create_key && create != 1) {
+    nbdkit_error ("%s needs create=true", create_key);
+    return -1;
+  }
+  if (create != 1)
+    return 0;
+  if (readonly_param == 1) {
+    nbdkit_error ("create=true and readonly=true contradict each other: a "
+                  "new image is served read-write");
+    return -1;
+  }
+  if (create_opts.size == 0 && create_parent == NULL) {
+    nbdkit_error ("create=true needs create-size=SIZE (or create-parent)");
+    return -1;
+  }
+  filename = nbdkit_absolute_path (file_arg);
+  return filename ? 0 : -1;
+}
+
 static int
 plugin_config_complete (void)
 {
   struct stat st;
 
-  if (filename == NULL) {
+  if (file_arg == NULL) {
     nbdkit_error ("you must supply the file=<FILENAME> parameter "
                   "after the plugin name on the command line");
     return -1;
   }
+  if (config_complete_create () == -1)
+    return -1;
+  if (create == 1)
+    return 0;
+  /* Resolve now: after get_ready nbdkit may chdir("/"). */
+  filename = nbdkit_realpath (file_arg);
+  if (filename == NULL)
+    return -1;
   if (stat (filename, &st) == -1) {
     nbdkit_error ("stat: %s: %m", filename);
     return -1;
@@ -171,7 +320,18 @@ plugin_config_complete (void)
   "readonly=true         Open the image files read-only.\n" \
   "allow-dir=<DIR>       Extents and parents may also lie beneath DIR\n" \
   "                      (may be given several times).\n" \
-  "allow-devices=true    Block devices may back extents."
+  "allow-devices=true    Block devices may back extents.\n" \
+  "create=true           Create file= (which must not exist) first.\n" \
+  "create-size=<SIZE>    Virtual size of the new image.\n" \
+  "create-type=<TYPE>    monolithic-sparse (default), monolithic-flat,\n" \
+  "                      split-sparse, split-flat, vmfs-flat, vmfs-thin,\n" \
+  "                      vmfs-sparse or stream-optimized.\n" \
+  "create-adapter-type=<TYPE>  ide, scsi-buslogic (default), scsi-lsilogic.\n" \
+  "create-hwversion=<VER>  workstation4, workstation5 (default), ..., esx65,\n" \
+  "                      or a number.\n" \
+  "create-parent=<FILE>  The new image is a snapshot (delta) of FILE.\n" \
+  "create-compression-level=<N>  Deflate level 1-9 of stream-optimized\n" \
+  "                      images (default: 4 with libdeflate)."
 
 static void
 plugin_dump_plugin (void)
@@ -186,6 +346,8 @@ plugin_dump_plugin (void)
   printf ("vmdk_devices=fullDevice,partitionedDevice\n");
   printf ("vmdk_allow_dir=yes\n");
   printf ("vmdk_inflate=%s\n", vmdk_inflate_backend ());
+  printf ("vmdk_create=yes\n");
+  printf ("vmdk_create_types=%s\n", vmdk_create_type_list ());
 }
 
 /* A twoGbMaxExtentSparse image of 2 TiB has 1024 extent files, each
@@ -214,6 +376,7 @@ plugin_get_ready (void)
     .gt_cache_bytes = gt_cache_bytes,
     .single_link = single_link == 1,
     .ignore_parent_cid = ignore_parent_cid == 1,
+    .compression_level = compression_level,
     .files = {
       .allowed_dirs = (const char *const *) allowed_dirs,
       .allow_devices = allow_devices == 1,
@@ -222,6 +385,14 @@ plugin_get_ready (void)
 
   glue_set_debug (vmdk_debug_open, vmdk_debug_grains, vmdk_debug_cache);
   raise_fd_limit ();
+  if (create == 1) {
+    create_opts.parent = create_parent;
+    create_opts.files = opts.files;
+    if (vmdk_create (filename, &create_opts) == -1) {
+      glue_report_error ();
+      return -1;
+    }
+  }
   img = vmdk_open (filename, &opts);
   if (img == NULL) {
     glue_report_error ();

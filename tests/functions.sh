@@ -426,6 +426,18 @@ metadata_marker ()
     head -c 496 /dev/zero
 }
 
+# zlib_zeros N: a zlib stream (RFC 1950) of N zero bytes on stdout: the
+# deflate data of gzip, between a zlib header and the Adler-32 of N
+# zeroes (a = 1, b = N mod 65521), big-endian.
+zlib_zeros ()
+{
+    local b=$(( $1 % 65521 ))
+    printf '\170\234'
+    head -c "$1" /dev/zero | gzip -c -n -9 | tail -c +11 | head -c -8
+    printf '%b' "$(printf '\\%03o\\%03o\\%03o\\%03o' \
+                   $(( b >> 8 )) $(( b & 255 )) 0 1)"
+}
+
 # stream_gd_at_end IN OUT: rewrite a streamOptimized image written by
 # qemu-img (real gdOffset in the header, an end-of-stream marker last)
 # the way VMware streams one: header gdOffset = GD_AT_END, and at the

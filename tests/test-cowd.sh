@@ -11,7 +11,8 @@
 # without --no-extents) and the raw source must agree byte for byte, and
 # "nbdinfo --map" must match the allocation mkcowd made (and qemu-img
 # map's view of it).  Malformed headers, tables and parent names are
-# cases of test-malformed.sh; here, odd but valid headers still read.
+# cases of test-malformed-cowd.sh; here, odd but valid headers still
+# read.
 # A child redo log (mkcowd -p) is read alone (single-link) and through
 # the monolithicSparse parent its header names.  Writes: test-cowd-write.sh.
 #

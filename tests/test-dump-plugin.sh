@@ -50,6 +50,13 @@ types=$(sed -n 's/^vmdk_extent_types=//p' dump)
 for t in SPARSE FLAT VMFS ZERO; do
     [[ ",$types," == *",$t,"* ]]
 done
+# The create types, with nbdkit-vddk's names.
+grep -qx 'vmdk_create=yes' dump
+create_types=$(sed -n 's/^vmdk_create_types=//p' dump)
+for t in monolithic-sparse monolithic-flat split-sparse split-flat \
+         vmfs-flat vmfs-thin vmfs-sparse stream-optimized; do
+    [[ ",$create_types," == *",$t,"* ]]
+done
 write=$(sed -n 's/^vmdk_write=//p' dump)
 case "$write" in
     no)  not grep -q '^has_pwrite=' dump ;;
@@ -68,6 +75,8 @@ grep -qF '[file=]<FILENAME>' help
 grep -q 'gt-cache=<SIZE>' help
 grep -q 'allow-dir=<DIR>' help
 grep -q 'allow-devices=true' help
+grep -q 'create-size=<SIZE>' help
+grep -q 'create-parent=<FILE>' help
 
 # The command line.
 qemu-img create -q -f vmdk d.vmdk 1M

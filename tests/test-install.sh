@@ -88,8 +88,21 @@ for page in nbdkit-vmdk-plugin nbdkit-vmdk-filter; do
     fi
 done
 
-# Exactly these four files.
-test "$(wc -l < "$scratch/installed")" -eq 4
+# The vmdk command, to bindir.
+bindir=$(printf 'print-bindir:\n\t@echo $(bindir)\n' |
+         env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+             make -s -C "$abs_top_builddir/tool" -f Makefile -f - print-bindir)
+grep -qx "\.$bindir/vmdk" "$scratch/installed"
+test -x "$destdir$bindir/vmdk"
+"$destdir$bindir/vmdk" --version | grep -q '^vmdk (nbdkit-vmdk) '
+
+# Exactly these files: the plugin, the filter, their man pages and the
+# tool (the tool's man page comes with the tool).
+expected=5
+if grep -q '/man1/vmdk\.1$' "$scratch/installed"; then
+    expected=$((expected + 1))
+fi
+test "$(wc -l < "$scratch/installed")" -eq "$expected"
 
 # The installed plugin loads and serves.
 nbdkit "$so" --dump-plugin > "$scratch/dump"

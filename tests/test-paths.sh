@@ -6,8 +6,8 @@
 # What extent and parent names may open, and the parameters that widen
 # it: allow-dir=DIR (names leaving the image's directory may resolve
 # beneath DIR) and allow-devices=true (block devices may back extents).
-# The default refusals themselves are cases of test-malformed.sh; here
-# each opt-in is checked both ways: refused without it, served
+# The default refusals themselves are cases of test-malformed-paths.sh;
+# here each opt-in is checked both ways: refused without it, served
 # byte-identical with it, and never a step further than it allows.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"

@@ -9,7 +9,7 @@
 # numbers, read through the plugin and compared with the raw source and
 # with qemu-img (QEMU reads seSparse); a snapshot over a flat parent.
 # Malformed headers and corrupt directory/table entries are cases of
-# test-malformed.sh.
+# test-malformed-sesparse.sh.
 #
 # Block status decision: GT types 0x1 (scsi-unmapped) and 0x2 (zero)
 # are allocated zeroes in this link, never read from a parent, so the

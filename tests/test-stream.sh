@@ -18,7 +18,7 @@
 #    marker, footer and end-of-stream marker last) reads the same.
 #
 # Hostile grain markers, truncated images and broken footers are cases
-# of test-malformed.sh.
+# of test-malformed-stream.sh.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
@@ -101,7 +101,10 @@ good_image ()
     cmp "$name.raw" qemu.raw
 
     test "$(nbdinfo --size -- [ nbdkit "$plugin" "$vmdk" ])" -eq "$size"
-    nbdinfo --is readonly -- [ nbdkit "$plugin" "$vmdk" ]
+    # Writable by default (stream images take writes), read-only on
+    # request.
+    not nbdinfo --is readonly -- [ nbdkit "$plugin" "$vmdk" ]
+    nbdinfo --is readonly -- [ nbdkit "$plugin" "$vmdk" readonly=true ]
 
     for opts in "" "--no-extents"; do
         rm -f out.raw
@@ -147,13 +150,17 @@ good_image ()
     qemu-img map --output=json "$vmdk" | qemu_json_to_map > map.expected
     diff -u map.expected map.actual
 
-    # Writes are refused.
-    if nbdkit -U - "$plugin" "$vmdk" \
-              --run 'qemu-io -f raw -c "write 0 512" "$uri"'; then
-        echo "$0: a write succeeded" >&2
-        exit 1
-    fi
-    rm -f qemu.raw out.raw
+    # A write to a copy reads back, through the plugin and QEMU, and the
+    # rest of the disk is unchanged (test-stream-write.sh tests writing).
+    cp "$vmdk" written.vmdk
+    cp "$name.raw" written.raw
+    qemu-io -f raw -c "write -P 0x5a 0 512" written.raw > /dev/null
+    nbdkit -U - "$plugin" written.vmdk \
+           --run 'qemu-io -f raw -c "write -P 0x5a 0 512" "$uri"' > /dev/null
+    qemu-img compare -q -f vmdk -F raw written.vmdk written.raw
+    nbdkit -U - "$plugin" written.vmdk readonly=true \
+           --run 'nbdcopy "$uri" - | cmp - written.raw'
+    rm -f qemu.raw out.raw written.vmdk written.raw
 }
 
 make_image one-sector 512 0 0

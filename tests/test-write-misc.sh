@@ -7,8 +7,9 @@
 #  1. FUA: advertised, and a FUA write (or zero) into an unallocated
 #     grain is on disk before the reply (QEMU reads the file while the
 #     server still runs); the same after a flush.
-#  2. Refusals: streamOptimized, header version 3, disagreeing grain
-#     directories, seSparse and readonly=true open read-only (can_write,
+#  2. Refusals: a truncated streamOptimized image, header version 3,
+#     disagreeing grain directories, seSparse and readonly=true open
+#     read-only (can_write,
 #     can_zero and can_trim false, the reason in the log, writes fail
 #     with EPERM, the files stay bit-identical); COWD is either
 #     writable (then writes read back) or read-only with a reason.
@@ -136,8 +137,12 @@ refused () {
 rm -f ./*.vmdk ./*.raw
 truncate -s 8M src.raw
 dd if=/dev/urandom of=src.raw bs=64K count=10 conv=notrunc status=none
+# A stream image whose last grain was cut short is not written.
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized src.raw so.vmdk
-refused streamOptimized "streamOptimized.*read-only|compressed.*read-only" so.vmdk
+head -c $(( $(grain_marker so.vmdk 9) + 100 )) so.vmdk > cut.vmdk
+rm so.vmdk
+refused "truncated streamOptimized" "the last grain's marker is invalid" \
+        cut.vmdk
 
 rm -f ./*.vmdk
 qemu-img convert -f raw -O vmdk src.raw v3.vmdk

@@ -16,8 +16,9 @@
 # Images: monolithicSparse, twoGbMaxExtentSparse (4.6 GiB: 3 extent
 # files), monolithicFlat, twoGbMaxExtentFlat (4.6 GiB), zeroed_grain=on,
 # a custom extent list (FLAT, SPARSE, zeroed-grain SPARSE, FLAT at an
-# offset), vmfs, COWD (mkcowd), and snapshot children (with and without
-# zeroed grains) of a base with data, whose file must not change.
+# offset), vmfs, COWD (mkcowd), streamOptimized (qemu-img's and a new
+# one), and snapshot children (with and without zeroed grains) of a
+# base with data, whose file must not change.
 #
 # TEST_WRITE_SEED=N repeats a run (the seed is printed); TEST_WRITE_OPS
 # sets the number of operations of the first session (default 500).
@@ -161,6 +162,21 @@ if [ -x "$mkcowd" ]; then
         run_one "COWD, grain $g sectors" img.vmdk
     done
 fi
+
+# streamOptimized: appended to qemu-img's image of a disk with data,
+# and a new one made by the plugin.  Rewrites go to new grains, partial
+# grains are completed from the stored ones, zeroes unallocate.
+rm -f ./*.vmdk ./*.raw
+truncate -s 100M model.raw
+dd if=/dev/urandom of=model.raw bs=1M count=3 seek=20 conv=notrunc status=none
+dd if=/dev/urandom of=model.raw bs=1M count=1 seek=99 conv=notrunc status=none
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized model.raw img.vmdk
+run_one "streamOptimized (qemu-img's)" img.vmdk
+rm -f ./*.vmdk ./*.raw
+truncate -s 100M model.raw
+serve file=img.vmdk create=true create-type=stream-optimized \
+      create-size=100M --run true
+run_one "streamOptimized (new)" img.vmdk
 
 # Snapshot children of a base with data (some of it across the first
 # table boundary and up to the end).
