@@ -53,17 +53,8 @@
 
 set -euo pipefail
 
-usage ()
-{
-  sed -n 's/^#   //p' "${BASH_SOURCE[0]}" | head -n1 | sed 's/^/usage: /'
-  exit "${1:-0}"
-}
-
-die ()
-{
-  echo "bench.sh: $*" >&2
-  exit 1
-}
+# usage, die, random_bytes, compressible_bytes.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # ---------------------------------------------------------------- options
 
@@ -280,45 +271,6 @@ warm ()
 
 # ---------------------------------------------------------------- images
 
-# Random bytes, fast.
-random_bytes ()                 # random_bytes BYTES
-{
-  # head closes the pipe early: that is not a failure here.
-  if command -v openssl >/dev/null; then
-    ( set +o pipefail
-      openssl enc -aes-128-ctr -nosalt -pbkdf2 \
-        -pass pass:"nbdkit-vmdk-bench-$RANDOM$RANDOM" </dev/zero 2>/dev/null |
-        head -c "$1" )
-  else
-    head -c "$1" /dev/urandom
-  fi
-}
-
-# Moderately compressible bytes: every 4 KiB block is 1536 random bytes
-# and 2560 bytes of a text line naming the block, repeated.  zlib packs
-# a 64 KiB grain of it to about 40%.
-compressible_bytes ()           # compressible_bytes BYTES
-{
-  python3 - "$1" <<'EOF'
-import os, sys
-total = int(sys.argv[1])
-out = sys.stdout.buffer
-block = 0
-left = total
-while left > 0:
-    blocks = min(256, (left + 4095) // 4096)
-    rnd = os.urandom(1536 * blocks)
-    parts = []
-    for i in range(blocks):
-        line = b"%010d nbdkit-vmdk benchmark: moderately compressible text\n" % block
-        parts.append(rnd[i * 1536:(i + 1) * 1536])
-        parts.append((line * (2560 // len(line) + 1))[:2560])
-        block += 1
-    chunk = b"".join(parts)[:left]
-    out.write(chunk)
-    left -= len(chunk)
-EOF
-}
 
 # make_vmdk NAME GENERATOR SUBFORMAT: $scratch/NAME.raw, $size_bytes
 # bytes from GENERATOR, and qemu-img's SUBFORMAT copy $scratch/NAME.vmdk.

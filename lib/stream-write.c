@@ -511,7 +511,7 @@ read_stored (struct stream_writer *w, uint64_t g, unsigned char *out,
 
   memset (out + len, 0, w->grain_bytes - len);
   if (sector)
-    return stream_read (w->reader, &run, run.grain_start, out, len);
+    return stream_read (w->reader, &run, 1, run.grain_start, out, len);
   if (ctx && ctx->has_parent)
     return ctx->read_below (ctx->opaque, out, len,
                             w->extent_start + run.grain_start);
@@ -544,7 +544,7 @@ stream_writer_read (struct stream_writer *w, const struct run *run,
     memset (buf, 0, count);
     return 0;
   }
-  return stream_read (w->reader, &stored, offset, buf, count);
+  return stream_read (w->reader, &stored, 1, offset, buf, count);
 }
 
 int

@@ -5,9 +5,11 @@
 
 # "make install DESTDIR=..." installs exactly the plugin, as
 # nbdkit-vmdk-plugin.so in nbdkit's plugin directory (so that
-# "nbdkit vmdk file=..." finds it) with no libtool .la next to it, and
-# the man page; the installed plugin loads and serves; "make uninstall"
-# removes it all again; and the POD source of the man page is clean.
+# "nbdkit vmdk file=..." finds it), and the filter, as
+# nbdkit-vmdk-filter.so in nbdkit's filter directory (so that
+# "--filter=vmdk" finds it), with no libtool .la next to them, and their
+# man pages; the installed plugin and filter load and serve; "make
+# uninstall" removes it all again; and the POD sources are clean.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
@@ -22,14 +24,16 @@ make_scratch
 destdir="$scratch/destdir"
 mkdir "$destdir"
 
-# The POD: no errors and no warnings.
-pod="$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod"
-podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
+# The PODs: no errors and no warnings.
+for pod in "$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod" \
+           "$abs_srcdir/../filter/nbdkit-vmdk-filter.pod"; do
+    podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
+        cat "$scratch/pod.out"
+        exit 1
+    }
     cat "$scratch/pod.out"
-    exit 1
-}
-cat "$scratch/pod.out"
-not grep -E 'WARNING|ERROR' "$scratch/pod.out"
+    not grep -E 'WARNING|ERROR' "$scratch/pod.out"
+done
 
 # Run make in the build tree, isolated from the "make check" that runs
 # this test (its MAKEFLAGS would carry TESTS= and the jobserver).
@@ -46,32 +50,43 @@ submake install > "$scratch/install.log" 2>&1 || {
 (cd "$destdir" && find . ! -type d | sort) > "$scratch/installed"
 cat "$scratch/installed"
 
-# Where it should be: nbdkit's plugin directory, unless configure was
-# given --with-plugindir (as distcheck does); ask make for that value.
-plugindir=$(pkg-config --variable=plugindir nbdkit)
-configured=$(printf 'print-plugindir:\n\t@echo $(plugindir)\n' |
-             env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-                 make -s -C "$abs_top_builddir/plugin" -f Makefile -f - \
-                 print-plugindir)
-if [ "$configured" != "$plugindir" ]; then
-    echo "$0: configured plugindir $configured (pkg-config: $plugindir)"
-    plugindir="$configured"
-fi
-so="$destdir$plugindir/nbdkit-vmdk-plugin.so"
+# installed_dir KIND: where the KIND (plugin, filter) should be:
+# nbdkit's KINDdir, unless configure was given --with-KINDdir (as
+# distcheck does); ask make for that value.
+installed_dir ()
+{
+    local dir configured
+    dir=$(pkg-config --variable="$1dir" nbdkit)
+    configured=$(printf 'print-dir:\n\t@echo $(%sdir)\n' "$1" |
+                 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+                     make -s -C "$abs_top_builddir/$1" -f Makefile -f - \
+                     print-dir)
+    if [ "$configured" != "$dir" ]; then
+        echo "$0: configured $1dir $configured (pkg-config: $dir)" >&2
+        dir="$configured"
+    fi
+    echo "$dir"
+}
+so="$destdir$(installed_dir plugin)/nbdkit-vmdk-plugin.so"
+filter_so="$destdir$(installed_dir filter)/nbdkit-vmdk-filter.so"
 test -f "$so"
 test ! -L "$so"
+test -f "$filter_so"
+test ! -L "$filter_so"
 
 # No libtool archive, nor anything of lib/ (a convenience library).
 not grep -E '\.la$|\.a$|libvmdk' "$scratch/installed"
 
-# The man page.
-man1=$(grep '/man1/nbdkit-vmdk-plugin\.1$' "$scratch/installed")
-test -n "$man1"
-grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE '^\.TH "?nbdkit-vmdk-plugin"? 1 '
-if command -v man >/dev/null 2>&1; then
-    MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
-    grep -q 'nbdkit-vmdk-plugin' "$scratch/man.txt"
-fi
+# The man pages.
+for page in nbdkit-vmdk-plugin nbdkit-vmdk-filter; do
+    man1=$(grep "/man1/$page\\.1\$" "$scratch/installed")
+    test -n "$man1"
+    grep -m1 '^\.TH ' "$destdir/$man1" | grep -qiE "^\\.TH \"?$page\"? 1 "
+    if command -v man >/dev/null 2>&1; then
+        MANWIDTH=80 man -l "$destdir/$man1" > "$scratch/man.txt" 2>/dev/null
+        grep -q "$page" "$scratch/man.txt"
+    fi
+done
 
 # The vmdk command, to bindir.
 bindir=$(printf 'print-bindir:\n\t@echo $(bindir)\n' |
@@ -81,8 +96,9 @@ grep -qx "\.$bindir/vmdk" "$scratch/installed"
 test -x "$destdir$bindir/vmdk"
 "$destdir$bindir/vmdk" --version | grep -q '^vmdk (nbdkit-vmdk) '
 
-# Exactly these files (the tool's man page comes with the tool).
-expected=3
+# Exactly these files: the plugin, the filter, their man pages and the
+# tool (the tool's man page comes with the tool).
+expected=5
 if grep -q '/man1/vmdk\.1$' "$scratch/installed"; then
     expected=$((expected + 1))
 fi
@@ -93,6 +109,8 @@ nbdkit "$so" --dump-plugin > "$scratch/dump"
 grep -qx 'name=vmdk' "$scratch/dump"
 qemu-img create -q -f vmdk "$scratch/d.vmdk" 1M
 test "$(nbdinfo --size -- [ nbdkit "$so" "$scratch/d.vmdk" ])" -eq 1048576
+test "$(nbdinfo --size -- [ nbdkit --filter="$filter_so" file \
+                                   "$scratch/d.vmdk" ])" -eq 1048576
 
 # Uninstall leaves nothing behind.
 submake uninstall > "$scratch/uninstall.log" 2>&1 || {
