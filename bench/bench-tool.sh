@@ -38,11 +38,8 @@
 
 set -euo pipefail
 
-die ()
-{
-  echo "bench-tool.sh: $*" >&2
-  exit 1
-}
+# usage, die, compressible_bytes, to_bytes, median.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 say ()
 {
@@ -50,8 +47,6 @@ say ()
 }
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=bench/common.sh
-source "$here/common.sh"
 
 size=2G
 repeat=3
@@ -59,12 +54,12 @@ tool=$here/../tool/vmdk
 keep=false
 while [ $# -gt 0 ]; do
   case "$1" in
-    -h|--help) sed -n 's/^#   //p' "${BASH_SOURCE[0]}" | head -n1; exit 0 ;;
+    -h|--help) usage 0 ;;
     --size=*) size=${1#--size=} ;;
     --repeat=*) repeat=${1#--repeat=} ;;
     --tool=*) tool=${1#--tool=} ;;
     --keep) keep=true ;;
-    *) die "unknown argument $1" ;;
+    *) echo "bench-tool.sh: unknown argument $1" >&2; usage 1 ;;
   esac
   shift
 done

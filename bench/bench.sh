@@ -53,24 +53,13 @@
 
 set -euo pipefail
 
-usage ()
-{
-  sed -n 's/^#   //p' "${BASH_SOURCE[0]}" | head -n1 | sed 's/^/usage: /'
-  exit "${1:-0}"
-}
-
-die ()
-{
-  echo "bench.sh: $*" >&2
-  exit 1
-}
+# usage, die, random_bytes, compressible_bytes, to_bytes, median.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # ---------------------------------------------------------------- options
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 srcdir=$(cd "$here/.." && pwd)
-# shellcheck source=bench/common.sh
-source "$here/common.sh"
 
 quick=false
 only=read,stream,write
@@ -269,19 +258,6 @@ warm ()
 
 # ---------------------------------------------------------------- images
 
-# Random bytes, fast.
-random_bytes ()                 # random_bytes BYTES
-{
-  # head closes the pipe early: that is not a failure here.
-  if command -v openssl >/dev/null; then
-    ( set +o pipefail
-      openssl enc -aes-128-ctr -nosalt -pbkdf2 \
-        -pass pass:"nbdkit-vmdk-bench-$RANDOM$RANDOM" </dev/zero 2>/dev/null |
-        head -c "$1" )
-  else
-    head -c "$1" /dev/urandom
-  fi
-}
 
 # make_vmdk NAME GENERATOR SUBFORMAT: $scratch/NAME.raw, $size_bytes
 # bytes from GENERATOR, and qemu-img's SUBFORMAT copy $scratch/NAME.vmdk.

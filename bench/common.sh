@@ -1,9 +1,40 @@
 # nbdkit-vmdk
 # Copyright (C) 2026 The nbdkit-vmdk authors
 # SPDX-License-Identifier: BSD-3-Clause (see COPYING)
+# shellcheck shell=bash
 
-# Helpers shared by the benchmark scripts (bench.sh, bench-tool.sh),
-# sourced by them.  to_bytes calls the script's own die.
+# What the benchmarks share (sourced by bench.sh, bench-filter.sh and
+# bench-tool.sh): usage and errors, the data generators, sizes and medians.
+
+# usage [STATUS]: the synopsis line of the script's header ("#   " + the
+# script's name), then exit.
+usage ()
+{
+  sed -n 's/^#   //p' "$0" | head -n1 | sed 's/^/usage: /'
+  exit "${1:-0}"
+}
+
+die ()
+{
+  echo "$(basename "$0"): $*" >&2
+  exit 1
+}
+
+# Data generators: BYTES bytes on stdout.
+
+# Random bytes, fast.
+random_bytes ()                 # random_bytes BYTES
+{
+  # head closes the pipe early: that is not a failure here.
+  if command -v openssl >/dev/null; then
+    ( set +o pipefail
+      openssl enc -aes-128-ctr -nosalt -pbkdf2 \
+        -pass pass:"nbdkit-vmdk-bench-$RANDOM$RANDOM" </dev/zero 2>/dev/null |
+        head -c "$1" )
+  else
+    head -c "$1" /dev/urandom
+  fi
+}
 
 # Moderately compressible bytes: every 4 KiB block is 1536 random bytes
 # and 2560 bytes of a text line naming the block, repeated.  zlib packs

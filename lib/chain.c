@@ -45,18 +45,15 @@ chain_enter (struct chain *chain, struct vmdk_io *io)
   return 0;
 }
 
-/* Open the parent named by parentFileNameHint, relative to the
- * directory of this link's descriptor, and check its CID.  Parents are
- * always read-only.
- */
 struct vmdk_image *
 chain_open_hint (struct vmdk_source *src, const char *hint,
                  const struct vmdk_options *opts, struct gtcache *cache,
-                 struct chain *chain)
+                 struct chain *chain, bool *dir_failed)
 {
   const char *slash = strrchr (hint, '/'), *base = slash ? slash + 1 : hint;
   bool owns_src = false;
 
+  *dir_failed = false;
   if (slash) {
     char *dir = strndup (hint, slash == hint ? 1 : (size_t) (slash - hint));
 
@@ -66,8 +63,10 @@ chain_open_hint (struct vmdk_source *src, const char *hint,
     }
     src = src->ops->subdir (src, dir);
     free (dir);
-    if (src == NULL)
+    if (src == NULL) {
+      *dir_failed = true;
       return NULL;
+    }
     owns_src = true;
   }
   return image_open_link (src, owns_src, base, opts, cache, chain);
@@ -97,6 +96,10 @@ check_parent_cid (const struct vmdk_image *img,
   return 0;
 }
 
+/* Open the parent named by parentFileNameHint, relative to the
+ * directory of this link's descriptor, and check its CID.  Parents are
+ * always read-only.
+ */
 int
 chain_open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
                    struct chain *chain)
@@ -104,6 +107,7 @@ chain_open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
   const char *hint = img->desc->parent_hint;
   struct vmdk_options parent_opts = *opts;
   struct vmdk_image *parent;
+  bool dir_failed;
   unsigned depth;
 
   if (hint == NULL || hint[0] == '\0')
@@ -112,12 +116,15 @@ chain_open_parent (struct vmdk_image *img, const struct vmdk_options *opts,
                        "the parent", img->name, img->desc->parent_cid);
   parent_opts.readonly = true;
   depth = chain->depth;
-  parent = chain_open_hint (img->src, hint, &parent_opts, img->cache, chain);
+  parent = chain_open_hint (img->src, hint, &parent_opts, img->cache, chain,
+                            &dir_failed);
   if (parent == NULL) {
     /* Name the link whose parent failed, once: in a long chain the
      * innermost error matters, not every link on the way to it.
      */
-    if (chain->depth <= depth + 1)
+    if (dir_failed)
+      vmdk_error_prefix ("%s: parentFileNameHint \"%s\"", img->name, hint);
+    else if (chain->depth <= depth + 1)
       vmdk_error_prefix ("%s: parent \"%s\"", img->name, hint);
     return -1;
   }

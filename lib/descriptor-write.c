@@ -166,11 +166,21 @@ descriptor_complete_ddb (const char *text, size_t len, uint64_t capacity,
   struct ddb_values v = { .hw_version = 4, .adapter = "lsilogic" };
   struct text t = { 0 };
 
+  size_t start, width;
+
   len = strnlen (text, len);
   if (has_key (text, len, "ddb.adapterType"))
     ide = strstr (text, "\"ide\"") != NULL;
   v.geo = descriptor_geometry (capacity, ide);
-  text_append (&t, "%.*s", (int) len, text);
+  /* VMware writes the CID with 8 digits; qemu-img drops leading
+   * zeroes.
+   */
+  if (descriptor_find_cid (text, len, &start, &width, "descriptor") == 1 &&
+      width < 8)
+    text_append (&t, "%.*s%.*s%.*s", (int) start, text, (int) (8 - width),
+                 "00000000", (int) (len - start), text + start);
+  else
+    text_append (&t, "%.*s", (int) len, text);
   if (len > 0 && text[len - 1] != '\n')
     text_append (&t, "\n");
   descriptor_write_ddb (&t, &v, text, len);

@@ -143,9 +143,10 @@ struct ddb_values {
 extern void descriptor_write_ddb (struct text *t, const struct ddb_values *v,
                                   const char *existing, size_t existing_len);
 /* text (len bytes, NUL-terminated or not) with the keys it lacks
- * appended, for a disk of capacity sectors: other writers' stream
- * images lack some that importers expect.  A malloc'd string of
- * *out_len bytes, or NULL with the error recorded.
+ * appended, for a disk of capacity sectors, and its CID written with 8
+ * digits: other writers' stream images lack some keys importers
+ * expect, and qemu-img drops a CID's leading zeroes.  A malloc'd
+ * string of *out_len bytes, or NULL with the error recorded.
  */
 extern char *descriptor_complete_ddb (const char *text, size_t len,
                                       uint64_t capacity, size_t *out_len);

@@ -345,15 +345,26 @@ stream_lookup (struct extent *e, uint64_t offset, uint64_t max, bool for_map,
 }
 
 static int
-stream_read_compressed (struct extent *e, const struct run *run,
+stream_read_compressed (struct extent *e, const struct run *runs, size_t nr,
                         uint64_t offset, void *buf, size_t count)
 {
   struct sparse *s = e->priv;
   struct stream_writer *w = writer_of (s);
+  unsigned char *b = buf;
+  size_t i;
 
-  if (w)
-    return stream_writer_read (w, run, offset, buf, count);
-  return stream_read (s->stream, run, offset, buf, count);
+  if (w == NULL)
+    return stream_read (s->stream, runs, nr, offset, buf, count);
+  for (i = 0; i < nr && count > 0; ++i) {       /* grain by grain */
+    size_t n = i + 1 < nr ? MIN ((uint64_t) count, runs[i].length) : count;
+
+    if (stream_writer_read (w, &runs[i], offset, b, n) == -1)
+      return -1;
+    offset += n;
+    b += n;
+    count -= n;
+  }
+  return 0;
 }
 
 /* Where the stored grains end: past the grain stored last in the file

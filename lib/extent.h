@@ -68,9 +68,14 @@ struct extent_ops {
    */
   int (*lookup) (struct extent *e, uint64_t offset, uint64_t max,
                  bool for_map, struct run *run);
-  /* Read count bytes at offset from the compressed grain in run. */
-  int (*read_compressed) (struct extent *e, const struct run *run,
-                          uint64_t offset, void *buf, size_t count);
+  /* Read count bytes at offset from the compressed grains of runs[0..nr),
+   * consecutive grains of the extent: offset lies in the first, and
+   * the read ends in the last.  Several at once let the extent fetch
+   * their compressed bytes with one read.
+   */
+  int (*read_compressed) (struct extent *e, const struct run *runs,
+                          size_t nr, uint64_t offset, void *buf,
+                          size_t count);
   void (*free) (struct extent *e);
 
   /* Writes (all optional: NULL means the kind is never writable). */

@@ -92,47 +92,126 @@ gt_offset (const struct grain_dir *d, uint64_t t)
   return __atomic_load_n (&d->gt_offsets[t], __ATOMIC_ACQUIRE);
 }
 
-/* Return the grain table, pinned, reading it into the cache on a miss.
+/* Grain tables loaded with one read: at most this many bytes, and at
+ * most 1/BATCH_BUDGET_SHARE of the cache (a small cache must not evict
+ * its own tables to make room for a batch).
+ */
+#define BATCH_MAX_BYTES (256 * 1024)
+#define BATCH_BUDGET_SHARE 8
+
+/* The tables after gt_index that lie right after it in the file and
+ * are in no cache entry: reserve them (up to max, into batch[]) so
+ * that one read loads them all.  Returns how many.
+ */
+static size_t
+reserve_neighbours (struct grain_dir *d, uint64_t gt_index, size_t gt_bytes,
+                    uint64_t stride, struct gt_entry **batch, size_t max)
+{
+  uint64_t first = gt_offset (d, gt_index);
+  size_t n = 0;
+
+  while (n < max && gt_index + 1 + n < d->nr_gts) {
+    uint64_t t = gt_index + 1 + n;
+
+    if (gt_offset (d, t) != first + (n + 1) * stride)
+      break;
+    batch[n] = gtcache_try_reserve (d->cache, gtcache_key (d->owner, t),
+                                    gt_bytes);
+    if (batch[n] == NULL)       /* cached already, or being loaded */
+      break;
+    n++;
+  }
+  return n;
+}
+
+/* Fill the reserved entries e[0..n) (tables first, first + 1, ...,
+ * stride bytes apart in the file) with one read.
  *
- * A read from disk races with writers: a table could be changed in the
- * cache, flushed and evicted while our read of the old bytes is in
- * flight, and inserting those would bring back the old entries.  Each
- * flush bumps flush_gen before dirty tables become evictable, so a read
- * that saw no change of generation cannot be older than the disk.
+ * A read from disk races with writers: a table could be changed in
+ * the cache, flushed and evicted while our read of the old bytes is in
+ * flight.  Reserving the entries first makes writers wait for them, and
+ * each flush bumps flush_gen before dirty tables become evictable, so
+ * a read that saw no change of generation cannot be older than the
+ * disk; one that did is done again.
+ */
+static int
+fill_tables (struct grain_dir *d, uint64_t first, size_t gt_bytes,
+             uint64_t stride, struct gt_entry **e, size_t n)
+{
+  unsigned char *buf = NULL;
+  uint64_t gen;
+  size_t i;
+  int r;
+
+  if (n > 1) {
+    buf = malloc ((n - 1) * stride + gt_bytes);
+    if (buf == NULL)
+      return vmdk_error (ENOMEM, "malloc: grain tables: %m");
+  }
+  do {
+    gen = __atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE);
+    r = io_pread_zerofill (d->io, n > 1 ? buf : gtcache_data (e[0]),
+                           (n - 1) * stride + gt_bytes, first);
+  } while (r == 0 && __atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE) != gen);
+  if (r == 0 && n > 1)
+    for (i = 0; i < n; ++i)
+      memcpy (gtcache_data (e[i]), buf + i * stride, gt_bytes);
+  free (buf);
+  return r;
+}
+
+/* Return the grain table, pinned, reading it into the cache on a miss,
+ * together with the uncached tables that follow it in the file (qemu-img
+ * writes all tables in a row: a sequential reader then loads many with
+ * one read).  Threads that miss the same table wait for one read.
  */
 static const unsigned char *
 load_table (struct grain_dir *d, uint64_t gt_index, struct gt_entry **pin)
 {
   uint64_t key = gtcache_key (d->owner, gt_index);
   size_t gt_bytes = (size_t) d->gtes_per_gt * d->gte_size;
-  struct gt_entry *e;
+  uint64_t stride = div_round_up (gt_bytes, SECTOR) * SECTOR;
+  size_t max = MIN ((uint64_t) BATCH_MAX_BYTES,
+                    gtcache_budget (d->cache) / BATCH_BUDGET_SHARE) / stride;
+  struct gt_entry *batch[BATCH_MAX_BYTES / SECTOR + 1];
   const unsigned char *data;
-  uint64_t gen;
+  size_t n, i;
+  int tries, r;
 
-  for (;;) {
-    data = gtcache_get (d->cache, key, pin);
+  for (tries = 0; tries < 3; ++tries) {
+    data = gtcache_get_or_reserve (d->cache, key, gt_bytes, pin);
     if (data)
       return data;
-
-    e = gtcache_alloc_for (d->cache, key, gt_bytes);
-    if (e == NULL) {
-      vmdk_error (ENOMEM, "malloc: grain table: %m");
-      return NULL;
-    }
-    gen = __atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE);
-    if (io_pread_zerofill (d->io, gtcache_data (e), gt_bytes,
-                           gt_offset (d, gt_index)) == -1) {
-      gtcache_discard (e);
-      return NULL;
-    }
-    if (__atomic_load_n (&d->flush_gen, __ATOMIC_ACQUIRE) == gen)
+    if (*pin)
       break;
-    gtcache_discard (e);        /* a flush ran meanwhile: read again */
+    /* No memory, or the read we waited for failed: try again. */
   }
-  vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
-              " from offset %" PRIu64, d->io->name, gt_index,
-              gt_offset (d, gt_index));
-  *pin = gtcache_insert (d->cache, key, e);
+  if (*pin == NULL) {
+    vmdk_error (ENOMEM, "%s: cannot load grain table %" PRIu64 ": out of "
+                "memory, or reading it keeps failing", d->io->name, gt_index);
+    return NULL;
+  }
+  batch[0] = *pin;
+  n = 1 + reserve_neighbours (d, gt_index, gt_bytes, stride, batch + 1,
+                              max > 1 ? max - 1 : 0);
+  r = fill_tables (d, gt_offset (d, gt_index), gt_bytes, stride, batch, n);
+  for (i = 0; i < n; ++i) {
+    gtcache_loaded (d->cache, batch[i], r == 0);
+    if (i > 0)
+      gtcache_unpin (batch[i]);
+  }
+  if (r == -1) {
+    gtcache_unpin (*pin);
+    return NULL;
+  }
+  if (n == 1)
+    vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
+                " from offset %" PRIu64, d->io->name, gt_index,
+                gt_offset (d, gt_index));
+  else
+    vmdk_debug (VMDK_DEBUG_CACHE, "%s: loaded grain table %" PRIu64
+                " from offset %" PRIu64 " with the %zu after it in one read",
+                d->io->name, gt_index, gt_offset (d, gt_index), n - 1);
   return gtcache_data (*pin);
 }
 
@@ -321,6 +400,11 @@ grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
 {
   uint64_t off, end;
 
+  /* Appending is all we do, so a file that cannot grow has no room. */
+  if (d->io->cannot_grow)
+    return vmdk_error (ENOSPC, "%s: this write needs space for a new grain "
+                       "or grain table, but the file cannot grow: %s",
+                       d->io->name, d->io->cannot_grow);
   if (!d->past_straddlers) {
     move_past_straddling_grains (d);
     d->past_straddlers = true;
@@ -332,6 +416,7 @@ grain_dir_reserve (struct grain_dir *d, uint64_t bytes, uint64_t align,
                        "extent cannot grow past %" PRIu64 " bytes",
                        d->io->name, d->max_offset);
   d->next_free = end;
+  d->allocated = true;
   if (end > __atomic_load_n (&d->file_size, __ATOMIC_RELAXED))
     __atomic_store_n (&d->file_size, end, __ATOMIC_RELEASE);
   *offset = off;
@@ -471,10 +556,11 @@ grain_dir_flush_locked (struct grain_dir *d)
     return io->ops->flush (io);
 
   /* 1. Data: every grain a new entry points at must be on disk before
-   * the entry is.  The file is first extended over all allocations,
-   * and any metadata the new entries rely on is written with the data.
+   * the entry is.  The file is first extended over all allocations (if
+   * there were any: a file that cannot grow has none), and any metadata
+   * the new entries rely on is written with the data.
    */
-  if (io->ops->extend (io, d->next_free) == -1 ||
+  if ((d->allocated && io->ops->extend (io, d->next_free) == -1) ||
       (d->before_tables && d->before_tables (d) == -1) ||
       io->ops->flush (io) == -1)
     return -1;

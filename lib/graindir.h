@@ -56,6 +56,7 @@ struct grain_dir {
   uint64_t rgd_start;           /* redundant GD, 0 if none */
   uint64_t *rgt_offsets;        /* redundant tables, or NULL */
   uint64_t next_free;           /* where the next allocation goes */
+  bool allocated;               /* anything reserved since open */
   bool past_straddlers;         /* next_free checked against old grains */
   uint64_t max_offset;          /* allocations must end below this */
   struct gt_entry **dirty;      /* pinned dirty tables */

@@ -206,6 +206,23 @@ pin_locked (struct shard *s, struct gt_entry *e, bool lookup)
   return e;
 }
 
+/* A new entry for key, attached and marked loading (threads that want
+ * key meanwhile wait for it), pinned for the caller; NULL if no memory.
+ */
+static struct gt_entry *
+reserve_locked (struct shard *s, uint64_t h, uint64_t key, size_t bytes)
+{
+  struct gt_entry *e = take_free_locked (s, bytes);
+
+  if (e == NULL)
+    e = gtcache_alloc (bytes);
+  if (e) {
+    e->loading = true;
+    attach_locked (s, h, key, e);
+  }
+  return e;
+}
+
 void *
 gtcache_get (struct gtcache *c, uint64_t key, struct gt_entry **pin)
 {
@@ -229,20 +246,30 @@ gtcache_get_or_reserve (struct gtcache *c, uint64_t key, size_t bytes,
     return e ? e->data : NULL;
   }
   s->misses++;
-  e = NULL;
-  if (bytes > 0) {
-    e = take_free_locked (s, bytes);
-    if (e == NULL)
-      e = gtcache_alloc (bytes);
-  }
-  if (e) {
-    /* Reserve the key: threads that want it meanwhile wait for us. */
-    e->loading = true;
-    attach_locked (s, h, key, e);
-  }
+  e = bytes > 0 ? reserve_locked (s, h, key, bytes) : NULL;
   pthread_mutex_unlock (&s->lock);
   *pin = e;
   return NULL;
+}
+
+struct gt_entry *
+gtcache_try_reserve (struct gtcache *c, uint64_t key, size_t bytes)
+{
+  uint64_t h = hash_key (key);
+  struct shard *s = shard_of (c, h);
+  struct gt_entry *e = NULL;
+
+  pthread_mutex_lock (&s->lock);
+  if (find_locked (s, h, key) == NULL)
+    e = reserve_locked (s, h, key, bytes);
+  pthread_mutex_unlock (&s->lock);
+  return e;
+}
+
+uint64_t
+gtcache_budget (const struct gtcache *c)
+{
+  return c->shards[0].budget * NR_SHARDS;
 }
 
 struct gt_entry *

@@ -35,6 +35,9 @@ gtcache_key (uint32_t owner, uint32_t index)
   return ((uint64_t) owner << 32) | index;
 }
 
+/* The budget given to gtcache_new. */
+extern uint64_t gtcache_budget (const struct gtcache *c);
+
 /* Allocate a new owner id. */
 extern uint32_t gtcache_new_owner (struct gtcache *c);
 
@@ -54,6 +57,12 @@ extern void *gtcache_get (struct gtcache *c, uint64_t key,
  */
 extern void *gtcache_get_or_reserve (struct gtcache *c, uint64_t key,
                                      size_t bytes, struct gt_entry **pin);
+/* Reserve key, as gtcache_get_or_reserve does on a miss, but only if
+ * no entry has it (filled or being filled): never waits.  Returns the
+ * entry, pinned and loading, or NULL if the key is there or no memory.
+ */
+extern struct gt_entry *gtcache_try_reserve (struct gtcache *c, uint64_t key,
+                                             size_t bytes);
 /* Publish a reserved entry (ok), or withdraw it (!ok); wakes waiters. */
 extern void gtcache_loaded (struct gtcache *c, struct gt_entry *e, bool ok);
 

@@ -411,6 +411,7 @@ open_top (struct vmdk_source *src, bool owns_src, const char *name,
   struct chain *chain;
   struct gtcache *cache;
   struct vmdk_image *img;
+  bool dir_failed;
 
   if (opts == NULL)
     opts = &defaults;
@@ -433,7 +434,7 @@ open_top (struct vmdk_source *src, bool owns_src, const char *name,
     return NULL;
   }
   if (hint)
-    img = chain_open_hint (src, name, opts, cache, chain);
+    img = chain_open_hint (src, name, opts, cache, chain, &dir_failed);
   else
     img = image_open_link (src, owns_src, name, opts, cache, chain);
   free (chain);
@@ -528,6 +529,40 @@ image_lookup (struct vmdk_image *img, uint64_t offset, uint64_t max,
   return 0;
 }
 
+/* The most compressed grains read together. */
+#define MAX_GRAIN_BATCH 32
+
+/* Read the compressed grain of run at offset together with the
+ * compressed grains that follow it in the same extent, up to the end
+ * of the request (count bytes): the extent may then fetch all their
+ * bytes at once.  *done is set to the bytes read.  A grain that cannot
+ * be looked up ends the batch; the caller's next lookup reports it.
+ */
+static int
+read_compressed_grains (struct vmdk_image *img, struct extent *e,
+                        const struct run *run, uint64_t offset,
+                        unsigned char *buf, size_t count, size_t *done)
+{
+  struct run runs[MAX_GRAIN_BATCH];
+  size_t nr = 1, n = run->length;
+
+  runs[0] = *run;
+  while (nr < MAX_GRAIN_BATCH && n < count) {
+    struct extent *next_e;
+    struct run next;
+
+    if (image_lookup (img, offset + n, count - n, false, &next_e,
+                      &next) == -1 ||
+        next_e != e || next.kind != RUN_COMPRESSED)
+      break;
+    runs[nr++] = next;
+    n += next.length;
+  }
+  if (e->ops->read_compressed (e, runs, nr, offset - e->start, buf, n) == -1)
+    return -1;
+  *done = n;
+  return 0;
+}
 
 int
 vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
@@ -553,7 +588,7 @@ vmdk_pread (struct vmdk_image *img, void *buf, size_t count, uint64_t offset)
         return -1;
       break;
     case RUN_COMPRESSED:
-      if (e->ops->read_compressed (e, &run, offset - e->start, b, n) == -1)
+      if (read_compressed_grains (img, e, &run, offset, b, count, &n) == -1)
         return -1;
       break;
     case RUN_UNALLOC:

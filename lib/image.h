@@ -99,13 +99,15 @@ extern int chain_enter (struct chain *chain, struct vmdk_io *io);
 extern int chain_take_cowd_parent_name (struct vmdk_image *img);
 /* Open the image that hint names relative to src (a file name, or a
  * path whose directories are opened beneath src under its containment
- * rules), with its parents.
+ * rules), with its parents.  *dir_failed says whether it failed at the
+ * directories.
  */
 extern struct vmdk_image *chain_open_hint (struct vmdk_source *src,
                                            const char *hint,
                                            const struct vmdk_options *opts,
                                            struct gtcache *cache,
-                                           struct chain *chain);
+                                           struct chain *chain,
+                                           bool *dir_failed);
 /* Open the parent named by the descriptor and check its CID. */
 extern int chain_open_parent (struct vmdk_image *img,
                               const struct vmdk_options *opts,

@@ -58,6 +58,11 @@ struct vmdk_io_ops {
 struct vmdk_io {
   const struct vmdk_io_ops *ops;
   char *name;                   /* for messages: the name as given */
+  /* NULL, or the file cannot grow (a source of fixed size) and this
+   * says why: a write that needs new space then fails with ENOSPC up
+   * front, and the message ends with this.
+   */
+  const char *cannot_grow;
 };
 
 struct vmdk_source;

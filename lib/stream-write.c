@@ -15,7 +15,9 @@
  *             before (the old grain, the parent, or zeroes) plus the
  *             writes so far; a bit per sector says what was written.
  *   SEALED    complete (every sector written), or chosen to make room,
- *             or flushed: a thread compresses it with no lock held.
+ *             or flushed: a thread compresses it with no lock held.  A
+ *             write of a whole grain starts here, compressed straight
+ *             from the caller's buffer (no copy).
  *   READY     compressed, waiting in a heap ordered by grain, so that
  *             grains that arrive close together reach the file in
  *             ascending order (what streaming importers expect).
@@ -62,14 +64,25 @@
 #define REORDER_BYTES (64 * 1024 * 1024)
 /* Sparse extent files address sectors with 32-bit entries. */
 #define MAX_STREAM_BYTES ((UINT64_C (1) << 32) * SECTOR)
+/* Buffers kept for reuse: allocating and freeing one per grain costs
+ * page faults as the heap grows and shrinks.
+ */
+#define POOL_SIZE 64
 
 enum gbuf_state { FILLING, SEALED, READY, WRITING };
+
+struct pool {
+  void *free[POOL_SIZE];
+  unsigned n;
+  size_t bytes;                 /* of each buffer */
+};
 
 struct gbuf {
   uint64_t g;                   /* grain index in the extent */
   enum gbuf_state state;
   uint64_t stamp;               /* creation order (flushes cover older) */
   unsigned char *raw;           /* FILLING, SEALED */
+  const unsigned char *borrowed; /* SEALED: a whole-grain write's bytes */
   uint8_t *covered;             /* FILLING: a bit per sector written */
   uint32_t nr_covered;
   unsigned char *blob;          /* READY, WRITING: marker + data, padded */
@@ -86,6 +99,7 @@ struct stream_writer {
   struct stream_map map;
   uint64_t grain_bytes, extent_length, extent_start;
   int level;
+  size_t blob_cap;              /* room for a marker and any compressed grain */
   bool has_parent;
 
   pthread_mutex_t lock;         /* everything below */
@@ -107,6 +121,7 @@ struct stream_writer {
   bool flushing;
   int error;                    /* sticky: a stored grain was lost */
   char errmsg[256];
+  struct pool raws, blobs;      /* of grain_bytes and blob_cap bytes */
 };
 
 /* ------------------------------------------------------------------ */
@@ -202,6 +217,29 @@ heap_remove (struct stream_writer *w, struct gbuf *b)
     heap_fix (w, i);
 }
 
+/* A buffer of the pool's size (lock held). */
+static void *
+pool_get (struct pool *p)
+{
+  return p->n ? p->free[--p->n] : malloc (p->bytes);
+}
+
+static void
+pool_put (struct pool *p, void *buf)
+{
+  if (buf && p->n < POOL_SIZE)
+    p->free[p->n++] = buf;
+  else
+    free (buf);
+}
+
+static void
+pool_free (struct pool *p)
+{
+  while (p->n)
+    free (p->free[--p->n]);
+}
+
 /* The number of bytes of grain g (the last may be cut by the extent). */
 static uint64_t
 grain_len (const struct stream_writer *w, uint64_t g)
@@ -209,29 +247,46 @@ grain_len (const struct stream_writer *w, uint64_t g)
   return MIN (w->grain_bytes, w->extent_length - g * w->grain_bytes);
 }
 
+/* A new buffer for grain g, in the hash (lock held). */
 static struct gbuf *
-new_filling (struct stream_writer *w, uint64_t g)
+new_gbuf (struct stream_writer *w, uint64_t g, enum gbuf_state state)
 {
   struct gbuf *b = calloc (1, sizeof *b);
-  size_t bits = w->grain_bytes / SECTOR;
 
-  if (b == NULL ||
-      (b->raw = malloc (w->grain_bytes)) == NULL ||
-      (b->covered = calloc ((bits + 7) / 8, 1)) == NULL) {
-    if (b) free (b->raw);
-    free (b);
-    vmdk_error (ENOMEM, "malloc: grain buffer: %m");
+  if (b == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
     return NULL;
   }
   b->g = g;
-  b->state = FILLING;
+  b->state = state;
   b->stamp = w->next_stamp++;
   b->hnext = w->hash[bucket (w, g)];
   w->hash[bucket (w, g)] = b;
+  return b;
+}
+
+static void finish (struct stream_writer *w, struct gbuf *b);
+
+static struct gbuf *
+new_filling (struct stream_writer *w, uint64_t g)
+{
+  struct gbuf *b = new_gbuf (w, g, FILLING);
+  size_t bits = w->grain_bytes / SECTOR;
+
+  if (b == NULL)
+    return NULL;
   b->fprev = w->filling_tail;
   if (w->filling_tail) w->filling_tail->fnext = b; else w->filling_head = b;
   w->filling_tail = b;
-  w->raw_bytes += w->grain_bytes;
+  b->raw = pool_get (&w->raws);
+  if (b->raw)
+    w->raw_bytes += w->grain_bytes;
+  b->covered = calloc ((bits + 7) / 8, 1);
+  if (b->raw == NULL || b->covered == NULL) {
+    finish (w, b);
+    vmdk_error (ENOMEM, "malloc: grain buffer: %m");
+    return NULL;
+  }
   return b;
 }
 
@@ -239,12 +294,12 @@ static void
 free_raw (struct stream_writer *w, struct gbuf *b)
 {
   if (b->raw) {
-    free (b->raw);
-    free (b->covered);
+    pool_put (&w->raws, b->raw);
     b->raw = NULL;
-    b->covered = NULL;
     w->raw_bytes -= w->grain_bytes;
   }
+  free (b->covered);
+  b->covered = NULL;
 }
 
 /* The buffer's grain is stored (or dropped): forget it. */
@@ -261,7 +316,7 @@ finish (struct stream_writer *w, struct gbuf *b)
   free_raw (w, b);
   if (b->blob) {
     w->ready_bytes -= b->blob_len;
-    free (b->blob);
+    pool_put (&w->blobs, b->blob);
   }
   free (b);
   pthread_cond_broadcast (&w->cond);
@@ -413,45 +468,39 @@ all_zero (const unsigned char *p, size_t n)
   return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
 }
 
-/* Compress a FILLING buffer whose grain has nothing in the pipeline:
- * READY it, or drop it if it is all zeroes with nothing below to
- * hide.  Lock held; dropped while compressing.
+/* Compress a SEALED buffer (its raw bytes, or the borrowed ones of a
+ * whole-grain write): READY it, or drop it if it is all zeroes with
+ * nothing below to hide.  Its grain has nothing else in the pipeline.
+ * Lock held; dropped while compressing.
  */
 static void
-seal (struct stream_writer *w, struct gbuf *b)
+compress (struct stream_writer *w, struct gbuf *b)
 {
-  size_t len = grain_len (w, b->g), cap;
-  unsigned char *blob = NULL;
+  const unsigned char *data = b->raw ? b->raw : b->borrowed;
+  size_t len = grain_len (w, b->g);
+  unsigned char *blob = pool_get (&w->blobs);
   bool zero;
   long n = 0;
 
-  unlink_filling (w, b);
-  b->state = SEALED;
   pthread_mutex_unlock (&w->lock);
-  zero = !w->has_parent && all_zero (b->raw, len);
-  if (!zero) {
-    cap = vmdk_deflate_bound (len, w->level);
-    blob = cap ? malloc (div_round_up (GRAIN_MARKER_SIZE + cap, SECTOR) *
-                         SECTOR) : NULL;
-    if (blob == NULL)
-      n = vmdk_error (ENOMEM, "malloc: %m");
-    else
-      n = vmdk_deflate (b->raw, len, blob + GRAIN_MARKER_SIZE, cap, w->level);
-  }
+  zero = !w->has_parent && all_zero (data, len);
+  if (!zero && blob == NULL)
+    n = vmdk_error (ENOMEM, "malloc: %m");
+  else if (!zero)
+    n = vmdk_deflate (data, len, blob + GRAIN_MARKER_SIZE,
+                      w->blob_cap - GRAIN_MARKER_SIZE, w->level);
   pthread_mutex_lock (&w->lock);
   free_raw (w, b);
+  b->borrowed = NULL;
   pthread_cond_broadcast (&w->cond);
-  if (n == -1) {
-    free (blob);
-    set_error (w);
-    finish (w, b);
-    return;
-  }
-  if (zero) {
-    if (stream_map_set (&w->map, b->g, 0) == -1)
+  if (n == -1 || zero) {
+    pool_put (&w->blobs, blob);
+    if (n == -1 || stream_map_set (&w->map, b->g, 0) == -1)
       set_error (w);
-    w->changed = true;
-    skip_expected (w, b->g);
+    else {
+      w->changed = true;
+      skip_expected (w, b->g);
+    }
     finish (w, b);
     return;
   }
@@ -468,6 +517,15 @@ seal (struct stream_writer *w, struct gbuf *b)
   }
 }
 
+/* Seal a FILLING buffer whose grain has nothing in the pipeline. */
+static void
+seal (struct stream_writer *w, struct gbuf *b)
+{
+  unlink_filling (w, b);
+  b->state = SEALED;
+  compress (w, b);
+}
+
 /* ------------------------------------------------------------------ */
 /* Reading what is buffered. */
 
@@ -479,8 +537,8 @@ copy_buffered (struct stream_writer *w, const struct gbuf *b,
   unsigned char *tmp;
   long n;
 
-  if (b->raw) {
-    memcpy (buf, b->raw + in_grain, count);
+  if (b->raw || b->borrowed) {
+    memcpy (buf, (b->raw ? b->raw : b->borrowed) + in_grain, count);
     return 0;
   }
   tmp = malloc (w->grain_bytes);
@@ -511,7 +569,7 @@ read_stored (struct stream_writer *w, uint64_t g, unsigned char *out,
 
   memset (out + len, 0, w->grain_bytes - len);
   if (sector)
-    return stream_read (w->reader, &run, run.grain_start, out, len);
+    return stream_read (w->reader, &run, 1, run.grain_start, out, len);
   if (ctx && ctx->has_parent)
     return ctx->read_below (ctx->opaque, out, len,
                             w->extent_start + run.grain_start);
@@ -544,7 +602,7 @@ stream_writer_read (struct stream_writer *w, const struct run *run,
     memset (buf, 0, count);
     return 0;
   }
-  return stream_read (w->reader, &stored, offset, buf, count);
+  return stream_read (w->reader, &stored, 1, offset, buf, count);
 }
 
 int
@@ -575,20 +633,20 @@ stream_writer_lookup (struct stream_writer *w, uint64_t offset, uint64_t max,
 /* ------------------------------------------------------------------ */
 /* Writing. */
 
-/* Make room for a new raw buffer.  Returns true if there was room;
- * false after doing something that may make some (the lock was
- * dropped: look again).  Lock held.
+/* Make room for a new grain buffer (with a raw buffer if raw).
+ * Returns true if there was room; false after doing something that may
+ * make some (the lock was dropped: look again).  Lock held.
  */
 static bool
-room_for_raw (struct stream_writer *w)
+room_for (struct stream_writer *w, bool raw)
 {
+  bool raw_full = raw && w->raw_bytes + w->grain_bytes > MAX_RAW_BYTES;
   struct gbuf *b;
 
-  if (w->raw_bytes + w->grain_bytes <= MAX_RAW_BYTES &&
-      w->ready_bytes <= 2 * REORDER_BYTES)
+  if (!raw_full && w->ready_bytes <= 2 * REORDER_BYTES)
     return true;
   /* Seal the oldest grain being filled that can be, as it is. */
-  if (w->raw_bytes + w->grain_bytes > MAX_RAW_BYTES)
+  if (raw_full)
     for (b = w->filling_head; b; b = b->fnext)
       if (find (w, b->g, false) == NULL) {
         seal (w, b);
@@ -633,7 +691,7 @@ write_piece (struct stream_writer *w, uint64_t g, uint64_t in_grain,
     if (check_error (w) == -1)
       return -1;
     b = find (w, g, true);
-    if (b || room_for_raw (w))
+    if (b || room_for (w, true))
       break;
   }
   older = find (w, g, false);
@@ -660,6 +718,33 @@ write_piece (struct stream_writer *w, uint64_t g, uint64_t in_grain,
   return 0;
 }
 
+/* Write the whole of grain g: compressed straight from buf, unless
+ * the grain is buffered already (then it goes through its buffer, to
+ * keep the order of versions).  Lock held.
+ */
+static int
+write_whole (struct stream_writer *w, uint64_t g, const unsigned char *buf,
+             const struct write_ctx *ctx)
+{
+  struct gbuf *b;
+
+  for (;;) {
+    if (check_error (w) == -1)
+      return -1;
+    if (find (w, g, true) || find (w, g, false))
+      return write_piece (w, g, 0, buf, grain_len (w, g), ctx);
+    if (room_for (w, false))
+      break;
+  }
+  b = new_gbuf (w, g, SEALED);
+  if (b == NULL)
+    return -1;
+  b->borrowed = buf;
+  compress (w, b);
+  pump (w);
+  return 0;
+}
+
 int
 stream_writer_pwrite (struct stream_writer *w, const void *buf, size_t count,
                       uint64_t offset, const struct write_ctx *ctx)
@@ -670,10 +755,13 @@ stream_writer_pwrite (struct stream_writer *w, const void *buf, size_t count,
   pthread_mutex_lock (&w->lock);
   w->has_parent = ctx->has_parent;
   while (r == 0 && count > 0) {
-    uint64_t in_grain = offset % w->grain_bytes;
+    uint64_t g = offset / w->grain_bytes, in_grain = offset % w->grain_bytes;
     size_t n = MIN ((uint64_t) count, w->grain_bytes - in_grain);
 
-    r = write_piece (w, offset / w->grain_bytes, in_grain, p, n, ctx);
+    if (in_grain == 0 && n == grain_len (w, g))
+      r = write_whole (w, g, p, ctx);
+    else
+      r = write_piece (w, g, in_grain, p, n, ctx);
     p += n;
     offset += n;
     count -= n;
@@ -922,6 +1010,11 @@ stream_writer_new (struct vmdk_io *io, struct stream *reader,
     return NULL;
   }
   w->grain_bytes = h->grain_size * SECTOR;
+  w->raws.bytes = w->grain_bytes;
+  w->blob_cap = div_round_up (GRAIN_MARKER_SIZE +
+                              vmdk_deflate_bound (w->grain_bytes, level),
+                              SECTOR) * SECTOR;
+  w->blobs.bytes = w->blob_cap;
   w->extent_start = extent_start;
   w->extent_length = extent_length;
   w->level = level;
@@ -958,6 +1051,8 @@ stream_writer_free (struct stream_writer *w)
       finish (w, w->hash[i]);
   free (w->hash);
   free (w->heap);
+  pool_free (&w->raws);
+  pool_free (&w->blobs);
   stream_map_free (&w->map);
   pthread_cond_destroy (&w->cond);
   pthread_mutex_destroy (&w->lock);

@@ -8,7 +8,9 @@
  * The hot path: look the grain up in the image's cache (gtcache.c
  * keeps inflated grains next to grain tables, under one budget); on a
  * miss read the marker and only as many compressed bytes as it
- * declares, into a per-thread buffer, and inflate.  A request for a whole grain inflates straight into the
+ * declares, into a per-thread buffer, and inflate.  The grains of one
+ * request are fetched with one read where they lie in order (a
+ * per-thread window), since each read may be a network round trip.  A request for a whole grain inflates straight into the
  * caller's buffer and bypasses the cache (a sequential reader will not
  * ask again); smaller requests inflate into a cache entry, so a client
  * reading 4 KiB at a time inflates each grain once.
@@ -44,6 +46,14 @@
  */
 #define THREAD_BUF_KEEP (4 * 1024 * 1024 + 4096)
 
+/* Grains of one request are fetched with one read if each lies after
+ * the one before by at most a compressed grain and this much (VMware
+ * streams put a grain-table marker and table between grains), and the
+ * whole read is at most WINDOW_MAX.
+ */
+#define WINDOW_GAP (64 * 1024)
+#define WINDOW_MAX (8 * 1024 * 1024)
+
 /* Grains whose first read inflated only a prefix, remembered so that a
  * second read soon after caches the whole grain.  Small on purpose: a
  * sequential reader comes back within a few requests, while a random
@@ -70,9 +80,14 @@ struct buf {
   size_t size;
 };
 
-/* Per thread: compressed data as read, and scratch room for a prefix. */
+/* Per thread: compressed data as read, scratch room for a prefix, and
+ * the window: the compressed bytes of the grains of one stream_read,
+ * fetched with one read (window_len 0: none).
+ */
 struct thread_buf {
-  struct buf in, scratch;
+  struct buf in, scratch, window;
+  uint64_t window_start;
+  size_t window_len;
 };
 
 static pthread_key_t buf_key;
@@ -85,6 +100,7 @@ free_thread_buf (void *v)
 
   free (b->in.p);
   free (b->scratch.p);
+  free (b->window.p);
   free (b);
 }
 
@@ -199,20 +215,36 @@ stream_free (struct stream *s)
   free (s);                     /* cached grains go with the image's cache */
 }
 
-/* Read the grain marker at run and the compressed data it announces
- * into the thread's buffer b, checking the marker: the lba is the
- * grain's, the size is within bounds, the data within the file.  Sets
- * *csize; the data starts at b->in.p + GRAIN_MARKER_SIZE.  The caller
- * trims b when done with it.
+/* Where the window holds the byte at foff: its address and how many
+ * bytes of the window follow (0: not in the window).
+ */
+static size_t
+in_window (const struct thread_buf *b, uint64_t foff,
+           const unsigned char **p)
+{
+  if (b->window_len == 0 || foff < b->window_start ||
+      foff - b->window_start >= b->window_len)
+    return 0;
+  *p = b->window.p + (foff - b->window_start);
+  return b->window_len - (foff - b->window_start);
+}
+
+/* Find the grain marker at run and the compressed data it announces,
+ * in the thread's window or else read into the thread's buffer, and
+ * check the marker: the lba is the grain's, the size is within bounds,
+ * the data within the file.  Sets *data (the compressed bytes) and
+ * *csize.  The caller trims (*bp)->in when done with the data.
  */
 static int
 read_grain_marker (struct stream *s, const struct run *run,
-                   struct thread_buf **bp, uint32_t *csize)
+                   struct thread_buf **bp, const unsigned char **data,
+                   uint32_t *csize)
 {
   const char *name = s->io->name;
   uint64_t foff = run->file_offset, avail, lba;
   uint64_t want_lba = run->grain_start / SECTOR;
   uint64_t file_size = atomic_load (&s->file_size);
+  const unsigned char *m;
   size_t first, need, hint;
   struct thread_buf *b;
 
@@ -226,16 +258,20 @@ read_grain_marker (struct stream *s, const struct run *run,
   if (b == NULL)
     return -1;
 
-  first = atomic_load_explicit (&s->read_hint, memory_order_relaxed);
-  first = MAX (first, (size_t) GRAIN_MARKER_SIZE);
-  first = MIN (first, s->max_compressed);
-  first = MIN ((uint64_t) first, avail);
-  if (reserve (&b->in, first) == -1 ||
-      io_pread_full (s->io, b->in.p, first, foff, "compressed grain") == -1)
-    return -1;
+  first = in_window (b, foff, &m);
+  if (first < GRAIN_MARKER_SIZE) {
+    first = atomic_load_explicit (&s->read_hint, memory_order_relaxed);
+    first = MAX (first, (size_t) GRAIN_MARKER_SIZE);
+    first = MIN (first, s->max_compressed);
+    first = MIN ((uint64_t) first, avail);
+    if (reserve (&b->in, first) == -1 ||
+        io_pread_full (s->io, b->in.p, first, foff, "compressed grain") == -1)
+      return -1;
+    m = b->in.p;
+  }
 
-  lba = get_le64 (b->in.p);
-  *csize = get_le32 (b->in.p + 8);
+  lba = get_le64 (m);
+  *csize = get_le32 (m + 8);
   if (lba != want_lba)
     return vmdk_error (EIO, "%s: grain marker at offset %" PRIu64 ": lba "
                        "field is %" PRIu64 ", expected %" PRIu64 " (the "
@@ -252,16 +288,25 @@ read_grain_marker (struct stream *s, const struct run *run,
                        "field %" PRIu32 " runs past the end of the file (%"
                        PRIu64 " bytes): corrupt or truncated image", name,
                        foff, *csize, file_size);
-  if (need > first &&
-      (reserve (&b->in, need) == -1 ||
-       io_pread_full (s->io, b->in.p + first, need - first, foff + first,
-                      "compressed grain") == -1))
-    return -1;
+  if (need > first) {           /* the rest, after what we have */
+    bool from_window = m != b->in.p;
+
+    /* reserve keeps b->in's bytes, but may move them. */
+    if (reserve (&b->in, need) == -1)
+      return -1;
+    if (from_window)
+      memcpy (b->in.p, m, first);
+    if (io_pread_full (s->io, b->in.p + first, need - first, foff + first,
+                       "compressed grain") == -1)
+      return -1;
+    m = b->in.p;
+  }
+  *data = m + GRAIN_MARKER_SIZE;
 
   /* Predict the next grain from this one. */
   hint = need + need / 8 + CHUNK_ALIGN - 1;
   hint -= hint % CHUNK_ALIGN;
-  if (hint != first)
+  if (hint != atomic_load_explicit (&s->read_hint, memory_order_relaxed))
     atomic_store_explicit (&s->read_hint, hint, memory_order_relaxed);
   return 0;
 }
@@ -301,14 +346,13 @@ inflate_grain (struct stream *s, const struct run *run, unsigned char *out,
   size_t expected = expected_length (s, run);
   bool whole = len == s->grain_bytes;
   struct thread_buf *b = NULL;
-  const unsigned char *in;
-  uint32_t csize;
+  const unsigned char *in = NULL;
+  uint32_t csize = 0;
   long n;
   int r = -1;
 
-  if (read_grain_marker (s, run, &b, &csize) == -1)
+  if (read_grain_marker (s, run, &b, &in, &csize) == -1)
     goto out;
-  in = b->in.p + GRAIN_MARKER_SIZE;
   if (whole)
     n = vmdk_inflate (in, csize, out, len, s->io->name, run->file_offset);
   else
@@ -385,9 +429,10 @@ read_prefix (struct stream *s, const struct run *run, uint64_t in_grain,
   return 0;
 }
 
-int
-stream_read (struct stream *s, const struct run *run, uint64_t offset,
-             void *buf, size_t count)
+/* Read count bytes at offset from the compressed grain of run. */
+static int
+read_grain (struct stream *s, const struct run *run, uint64_t offset,
+            void *buf, size_t count)
 {
   uint64_t in_grain = offset - run->grain_start;
   /* Grains are keyed by where they are stored: a rewritten grain is a
@@ -467,6 +512,74 @@ stream_read (struct stream *s, const struct run *run, uint64_t offset,
   if (r == 0)
     memcpy (buf, tmp + in_grain, count);
   free (tmp);
+  return r;
+}
+
+/* Fetch the compressed bytes of runs[0..nr) into the thread's window
+ * with one read, from the first grain's marker to the last one's plus
+ * its predicted size, if the grains lie in order close together.
+ * Otherwise leave the window empty: each grain is then read alone.
+ */
+static int
+fetch_window (struct stream *s, const struct run *runs, size_t nr,
+              struct thread_buf *b)
+{
+  uint64_t start = runs[0].file_offset, last = runs[nr - 1].file_offset;
+  uint64_t file_size = atomic_load (&s->file_size);
+  uint64_t end;
+  size_t i;
+
+  b->window_len = 0;
+  for (i = 1; i < nr; ++i)
+    if (runs[i].file_offset <= runs[i - 1].file_offset ||
+        runs[i].file_offset - runs[i - 1].file_offset >
+        s->max_compressed + WINDOW_GAP)
+      return 0;
+  if (last >= file_size)
+    return 0;
+  end = last + MIN ((uint64_t) atomic_load_explicit (&s->read_hint,
+                                                      memory_order_relaxed),
+                    file_size - last);
+  if (end - start > WINDOW_MAX)
+    return 0;
+  if (reserve (&b->window, end - start) == -1 ||
+      io_pread_full (s->io, b->window.p, end - start, start,
+                     "compressed grains") == -1)
+    return -1;
+  b->window_start = start;
+  b->window_len = end - start;
+  return 0;
+}
+
+int
+stream_read (struct stream *s, const struct run *runs, size_t nr,
+             uint64_t offset, void *buf, size_t count)
+{
+  struct thread_buf *b = NULL;
+  unsigned char *out = buf;
+  size_t i;
+  int r = 0;
+
+  if (nr > 1) {
+    b = get_thread_buf ();
+    if (b == NULL || fetch_window (s, runs, nr, b) == -1)
+      return -1;
+  }
+  for (i = 0; i < nr && count > 0 && r == 0; ++i) {
+    /* The last grain takes the rest (a caller with one run may leave
+     * its length unset).
+     */
+    size_t n = i + 1 < nr ? MIN ((uint64_t) count, runs[i].length) : count;
+
+    r = read_grain (s, &runs[i], offset, out, n);
+    offset += n;
+    out += n;
+    count -= n;
+  }
+  if (b) {
+    b->window_len = 0;
+    trim (&b->window);
+  }
   return r;
 }
 

@@ -58,10 +58,13 @@ extern struct stream *stream_new (struct vmdk_io *io, struct gtcache *cache,
                                   uint64_t extent_length, bool markers);
 extern void stream_free (struct stream *s);
 
-/* Read count bytes at extent offset offset, inside the compressed grain
- * described by run.  Thread-safe; takes no lock while inflating.
+/* Read count bytes at extent offset offset from the compressed grains
+ * of runs[0..nr), consecutive grains (offset lies in the first, the
+ * read ends in the last).  Their compressed bytes are fetched with one
+ * read when they lie in order close together, as a stream writes them.
+ * Thread-safe; takes no lock while inflating.
  */
-extern int stream_read (struct stream *s, const struct run *run,
+extern int stream_read (struct stream *s, const struct run *runs, size_t nr,
                         uint64_t offset, void *buf, size_t count);
 
 /* The file grew (a writer appended grains): markers up to file_size

@@ -22,6 +22,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
+#include "nbdkit-glue.h"
 #include "vmdk.h"
 
 /* Configuration. */
@@ -55,25 +56,6 @@ static struct vmdk_image *img;
 NBDKIT_DLL_PUBLIC int vmdk_debug_open;
 NBDKIT_DLL_PUBLIC int vmdk_debug_grains;
 NBDKIT_DLL_PUBLIC int vmdk_debug_cache;
-
-static void
-log_to_nbdkit (unsigned category, const char *msg)
-{
-  if (category == VMDK_LOG_WARNING)
-    nbdkit_error ("warning: %s", msg);
-  else
-    nbdkit_debug ("%s", msg);
-}
-
-/* Report the engine's last error; errno is preserved for nbdkit. */
-static void
-report_error (void)
-{
-  int saved_errno = errno;
-
-  nbdkit_error ("%s", vmdk_errmsg ());
-  errno = saved_errno;
-}
 
 static void
 plugin_unload (void)
@@ -189,7 +171,7 @@ static int
 config_compression_level (const char *value)
 {
   if (vmdk_compression_level_parse (value, &compression_level) == -1) {
-    report_error ();
+    glue_report_error ();
     return -1;
   }
   return 0;
@@ -228,7 +210,7 @@ config_create (const char *key, const char *value)
     return -1;
   }
   if (r == -1)
-    report_error ();
+    glue_report_error ();
   return r;
 }
 
@@ -396,24 +378,20 @@ plugin_get_ready (void)
       .allow_devices = allow_devices == 1,
     },
   };
-  unsigned categories =
-    (vmdk_debug_open ? VMDK_DEBUG_OPEN : 0) |
-    (vmdk_debug_grains ? VMDK_DEBUG_GRAINS : 0) |
-    (vmdk_debug_cache ? VMDK_DEBUG_CACHE : 0);
 
-  vmdk_set_debug (log_to_nbdkit, categories);
+  glue_set_debug (vmdk_debug_open, vmdk_debug_grains, vmdk_debug_cache);
   raise_fd_limit ();
   if (create == 1) {
     create_opts.parent = create_parent;
     create_opts.files = opts.files;
     if (vmdk_create (filename, &create_opts) == -1) {
-      report_error ();
+      glue_report_error ();
       return -1;
     }
   }
   img = vmdk_open (filename, &opts);
   if (img == NULL) {
-    report_error ();
+    glue_report_error ();
     return -1;
   }
   if (!opts.readonly) {
@@ -517,7 +495,7 @@ plugin_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
                uint32_t flags)
 {
   if (vmdk_pread (img, buf, count, offset) == -1) {
-    report_error ();
+    glue_report_error ();
     return -1;
   }
   return 0;
@@ -528,8 +506,8 @@ plugin_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   if (vmdk_pwrite (img, buf, count, offset,
-                   (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1) {
-    report_error ();
+                   glue_write_flags (flags)) == -1) {
+    glue_report_error ();
     return -1;
   }
   return 0;
@@ -539,7 +517,7 @@ static int
 plugin_flush (void *handle, uint32_t flags)
 {
   if (vmdk_flush (img) == -1) {
-    report_error ();
+    glue_report_error ();
     return -1;
   }
   return 0;
@@ -549,8 +527,8 @@ static int
 plugin_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   if (vmdk_trim (img, count, offset,
-                 (flags & NBDKIT_FLAG_FUA) ? VMDK_FUA : 0) == -1) {
-    report_error ();
+                 glue_write_flags (flags)) == -1) {
+    glue_report_error ();
     return -1;
   }
   return 0;
@@ -559,67 +537,20 @@ plugin_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 static int
 plugin_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  unsigned f = 0;
-
-  if (flags & NBDKIT_FLAG_FUA) f |= VMDK_FUA;
-  if (flags & NBDKIT_FLAG_MAY_TRIM) f |= VMDK_MAY_TRIM;
-  if (flags & NBDKIT_FLAG_FAST_ZERO) f |= VMDK_FAST_ZERO;
-  if (vmdk_zero (img, count, offset, f) == -1) {
+  if (vmdk_zero (img, count, offset, glue_write_flags (flags)) == -1) {
     /* A refused fast zero is not an error worth logging. */
     if (errno != ENOTSUP || !(flags & NBDKIT_FLAG_FAST_ZERO))
-      report_error ();
+      glue_report_error ();
     return -1;
   }
   return 0;
-}
-
-static int
-add_extent (void *opaque, uint64_t offset, uint64_t length,
-            enum vmdk_map_type type)
-{
-  struct nbdkit_extents *extents = opaque;
-  uint32_t t = 0;
-
-  if (type == VMDK_MAP_HOLE)
-    t = NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO;
-  else if (type == VMDK_MAP_ZERO)
-    t = NBDKIT_EXTENT_ZERO;
-  return nbdkit_add_extent (extents, offset, length, t) == -1 ? -1 : 0;
-}
-
-struct req_one {
-  struct nbdkit_extents *extents;
-};
-
-/* With REQ_ONE the client wants only the extent covering offset. */
-static int
-add_one_extent (void *opaque, uint64_t offset, uint64_t length,
-                enum vmdk_map_type type)
-{
-  struct req_one *r = opaque;
-
-  if (add_extent (r->extents, offset, length, type) == -1)
-    return -1;
-  return 1;
 }
 
 static int
 plugin_extents (void *handle, uint32_t count, uint64_t offset,
                  uint32_t flags, struct nbdkit_extents *extents)
 {
-  int r;
-
-  if (flags & NBDKIT_FLAG_REQ_ONE) {
-    struct req_one one = { extents };
-    r = vmdk_map (img, offset, count, add_one_extent, &one);
-  }
-  else
-    r = vmdk_map (img, offset, count, add_extent, extents);
-  if (r == -1) {
-    report_error ();
-    return -1;
-  }
-  return 0;
+  return glue_extents (img, count, offset, flags, extents);
 }
 
 static struct nbdkit_plugin plugin = {

@@ -15,6 +15,8 @@ packages=(
   nbdkit nbdkit-plugin-dev zlib1g-dev libdeflate-dev
   # Tests and tools.
   libnbd-bin libnbd-dev qemu-utils fio valgrind clang jq procps
+  # The filter's test over curl: an HTTP server that honours Range.
+  lighttpd
 )
 
 missing=()

@@ -14,6 +14,7 @@
 # Environment (from AM_TESTS_ENVIRONMENT in tests/Makefile.am; defaults
 # below make a test runnable by hand from tests/ too):
 #   VMDK_PLUGIN    absolute path of nbdkit-vmdk-plugin.so
+#   VMDK_FILTER    absolute path of nbdkit-vmdk-filter.so
 #   VMDK_TOOL      absolute path of the vmdk command
 #   abs_srcdir, abs_builddir
 #   KEEP_SCRATCH=1 keeps the scratch directory for debugging.
@@ -22,8 +23,9 @@
 : "${abs_builddir:=$(pwd)}"
 : "${abs_top_builddir:=$(cd "$abs_builddir/.." && pwd)}"
 : "${VMDK_PLUGIN:=$abs_top_builddir/plugin/.libs/nbdkit-vmdk-plugin.so}"
+: "${VMDK_FILTER:=$abs_top_builddir/filter/.libs/nbdkit-vmdk-filter.so}"
 : "${VMDK_TOOL:=$abs_top_builddir/tool/vmdk}"
-export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN VMDK_TOOL
+export abs_srcdir abs_builddir abs_top_builddir VMDK_PLUGIN VMDK_FILTER VMDK_TOOL
 
 testname=$(basename "$0" .sh)
 
@@ -94,6 +96,15 @@ requires_plugin ()
 {
     if [ ! -f "$VMDK_PLUGIN" ]; then
         echo "$0: $VMDK_PLUGIN not built: test skipped"
+        exit 77
+    fi
+}
+
+# requires_vmdk_filter: skip unless the vmdk filter has been built.
+requires_vmdk_filter ()
+{
+    if [ ! -f "$VMDK_FILTER" ]; then
+        echo "$0: $VMDK_FILTER not built: test skipped"
         exit 77
     fi
 }
@@ -703,4 +714,69 @@ requires_built ()
         echo "$0: $abs_builddir/$1 not built: test skipped"
         exit 77
     fi
+}
+
+# ---------------------------------------------------------------------
+# The filter (--filter=vmdk).
+
+# make_filter_images: in the current directory, ref.raw (make_reference,
+# 80 MiB: three grain tables of qemu-img's images) and qemu-img's
+# ms.vmdk (monolithicSparse) and so.vmdk (streamOptimized) of it.
+make_filter_images ()
+{
+    make_reference ref.raw $(( 80 * 1024 * 1024 ))
+    qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse \
+             ref.raw ms.vmdk
+    qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized \
+             ref.raw so.vmdk
+}
+
+# check_filter_reads WHAT RAW NBDKIT-ARGS...: "nbdkit -U - NBDKIT-ARGS"
+# (a plugin with --filter=vmdk) serves RAW: nbdcopy with and without
+# block status (so a wrong hole cannot hide a difference) and cmp.
+check_filter_reads ()
+{
+    local what="$1" raw="$2"
+    shift 2
+    rm -f out.raw out-noext.raw
+    if nbdkit -U - "$@" \
+              --run 'nbdcopy "$uri" out.raw &&
+                     nbdcopy --no-extents "$uri" out-noext.raw' &&
+       cmp "$raw" out.raw && cmp "$raw" out-noext.raw; then
+        pass "$what: reads as $raw"
+    else
+        fail "$what: does not read as $raw"
+    fi
+    rm -f out.raw out-noext.raw
+}
+
+# ---------------------------------------------------------------------
+# Small images of the hostile-input tests (test-malformed.sh and
+# test-filter-malformed.sh patch copies of them).
+
+# make_two_table_image VMDK: qemu-img's monolithicSparse of 40 MiB (two
+# tables of 512 64 KiB grains), grains 0-4 written with bytes
+# 0x11-0x15 (allocated in that order), grain 528 (33 MiB, table 1)
+# with 0x21.
+make_two_table_image ()
+{
+    qemu-img create -q -f vmdk -o subformat=monolithicSparse "$1" 40M
+    qemu-io -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x12 64k 64k' \
+            -c 'write -P 0x13 128k 64k' -c 'write -P 0x14 192k 64k' \
+            -c 'write -P 0x15 256k 64k' -c 'write -P 0x21 33M 64k' "$1"
+}
+
+# make_stream_image RAW VMDK: RAW of 32 64 KiB grains and a 3584-byte
+# tail grain, grain K filled with byte K+1 (the tail with 0x21), and
+# VMDK, qemu-img's streamOptimized copy of it (grain tables at the
+# start, grains in order after them).
+make_stream_image ()
+{
+    local g G=65536
+    rm -f "$1"
+    truncate -s $(( 32 * G + 3584 )) "$1"
+    for (( g = 0; g <= 32; g++ )); do
+        write_pattern "$1" $(( g * G )) $(( g < 32 ? G : 3584 )) $(( g + 1 ))
+    done
+    qemu-img convert -q -f raw -O vmdk -o subformat=streamOptimized "$1" "$2"
 }

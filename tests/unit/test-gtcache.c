@@ -402,6 +402,42 @@ test_reserve (void)
   gtcache_free (c);
 }
 
+/* gtcache_try_reserve takes a key nobody has, never one that is
+ * cached or being filled, and never waits.
+ */
+static void
+test_try_reserve (void)
+{
+  struct gtcache *c = gtcache_new (1024 * 1024);
+  uint64_t k1 = gtcache_key (3, 1), k2 = gtcache_key (3, 2);
+  struct gt_entry *e, *pin;
+  unsigned char *data;
+
+  CHECK_EQ (gtcache_budget (c), 1024 * 1024);
+  e = gtcache_try_reserve (c, k1, 512);
+  CHECK (e != NULL);
+  CHECK (gtcache_try_reserve (c, k1, 512) == NULL);   /* being filled */
+  fill (gtcache_data (e), k1, 512);
+  gtcache_loaded (c, e, true);
+  gtcache_unpin (e);
+  CHECK (gtcache_try_reserve (c, k1, 512) == NULL);   /* cached */
+  data = gtcache_get (c, k1, &pin);
+  CHECK (data != NULL && verify (data, k1, 512));
+  gtcache_unpin (pin);
+
+  /* A withdrawn fill leaves the key free again. */
+  e = gtcache_try_reserve (c, k2, 512);
+  CHECK (e != NULL);
+  gtcache_loaded (c, e, false);
+  gtcache_unpin (e);
+  CHECK (gtcache_get (c, k2, &pin) == NULL && pin == NULL);
+  e = gtcache_try_reserve (c, k2, 512);
+  CHECK (e != NULL);
+  gtcache_loaded (c, e, false);
+  gtcache_unpin (e);
+  gtcache_free (c);
+}
+
 int
 main (void)
 {
@@ -411,5 +447,6 @@ main (void)
   test_pinned ();
   test_stress ();
   test_reserve ();
+  test_try_reserve ();
   return test_exit ("test-gtcache");
 }
