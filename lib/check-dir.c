@@ -30,6 +30,8 @@
 #include "header.h"
 #include "le.h"
 
+/* The directory is held in memory: the engine's own limit. */
+#define MAX_GTS (UINT64_C (4) << 20)
 /* More fixes than this in one file are not planned (24 bytes each). */
 #define MAX_FIXES (1024 * 1024)
 /* Tables read at once when they lie one after another. */
@@ -45,6 +47,37 @@ const char *
 table_name (unsigned copy)
 {
   return copy ? "redundant grain table" : "grain table";
+}
+
+const char *
+dir_from_header (struct dir_check *d, struct checker *c,
+                 const struct sparse_header *h, uint64_t extent_length)
+{
+  struct where w = where_at ("header", -1, -1, 0, -1);
+  uint64_t off;
+
+  if (extent_length != h->capacity * SECTOR)
+    check_report (c, VMDK_CHECK_CORRUPT, "extent-size", w,
+                  "%s: the descriptor's extent line says %" PRIu64
+                  " sectors, the header's capacity is %" PRIu64,
+                  c->file, extent_length / SECTOR, h->capacity);
+  d->nr_gts = div_round_up (h->capacity,
+                            h->grain_size * h->num_gtes_per_gt);
+  if (d->nr_gts > MAX_GTS) {
+    check_report (c, VMDK_CHECK_CORRUPT, "directory-too-large", w,
+                  "%s: the grain directory would have %" PRIu64 " entries, "
+                  "more than %" PRIu64 ": the header is not sane",
+                  c->file, d->nr_gts, MAX_GTS);
+    return "its header is not sane";
+  }
+  d->gtes_per_gt = h->num_gtes_per_gt;
+  d->grain_bytes = h->grain_size * SECTOR;
+  d->copies = (h->flags & SPARSE_FLAG_RGD) && h->rgd_offset ? 2 : 1;
+  d->dir_start[0] = MUL_OVERFLOW (h->gd_offset, (uint64_t) SECTOR, &off)
+    ? UINT64_MAX : off;
+  d->dir_start[1] = MUL_OVERFLOW (h->rgd_offset, (uint64_t) SECTOR, &off)
+    ? UINT64_MAX : off;
+  return NULL;
 }
 
 void
@@ -162,8 +195,9 @@ classify_table (struct dir_check *d, unsigned k, uint64_t t)
 }
 
 /* Two structures overlap: the one registered later (a table) must
- * move if the first is a table too, and is no table at all if it lies
- * over the header, descriptor or a directory.
+ * move.  Its entries are what the disk reads through it, so they are
+ * kept (and judged like any other): over a directory they point at
+ * tables, and are cleared as pointing into metadata.
  */
 static void
 on_overlap (void *opaque, const struct meta *first, const struct meta *m)
@@ -176,7 +210,7 @@ on_overlap (void *opaque, const struct meta *first, const struct meta *m)
     return;                     /* directories were checked already */
   if (d->loc[k][m->index] == LOC_BAD)
     return;
-  d->loc[k][m->index] = first->index >= 0 ? LOC_MOVE : LOC_BAD;
+  d->loc[k][m->index] = LOC_MOVE;
   d->misplaced = true;
   if (first->index >= 0)
     snprintf (name, sizeof name, "%s %" PRId64, first->table, first->index);
@@ -391,7 +425,7 @@ find_fix (struct dir_check *d, size_t n, uint64_t t, uint32_t i)
 {
   struct fix key = { .t = t, .i = i };
 
-  return bsearch (&key, d->fixes, n, sizeof key, cmp_fix);
+  return n ? bsearch (&key, d->fixes, n, sizeof key, cmp_fix) : NULL;
 }
 
 struct odd_ctx {
@@ -455,7 +489,8 @@ dir_walk (struct dir_check *d)
   space_check_odd (d->space, on_odd_conflict, &o);
   if (o.r == -1)
     goto out;
-  qsort (d->fixes, d->nr_fixes, sizeof *d->fixes, cmp_fix);
+  if (d->nr_fixes)
+    qsort (d->fixes, d->nr_fixes, sizeof *d->fixes, cmp_fix);
   r = 0;
  out:
   free (b[0].buf);

@@ -29,6 +29,8 @@
 
 /* Grains are copied this much at a time. */
 #define COPY_CHUNK (1024 * 1024)
+/* Copies of shared grains may take the file's size, or this if more. */
+#define MAX_COPY_BYTES (UINT64_C (1) << 30)
 
 int
 fix_write_sync (struct vmdk_io *io, const void *buf, size_t len,
@@ -100,15 +102,25 @@ dir_plan_refusal (const struct dir_check *d)
   unsigned k;
   size_t j;
 
+  uint64_t copies = 0;
+
   if (d->too_many_fixes)
     return "more entries to fix than one run of the repair handles";
   if (!d->dir_ok[0] && (d->copies < 2 || !d->dir_ok[1]))
     return "no copy of the grain directory is usable";
+  for (j = 0; j < d->nr_fixes; ++j)
+    copies += d->fixes[j].kind == FIX_RELOCATE;
+  /* Many entries naming one grain (a hostile table) would each get a
+   * copy: more than the file holds is not a repair.
+   */
+  if (copies > MAX (d->file_size, (uint64_t) MAX_COPY_BYTES) / d->grain_bytes)
+    return "the grains to copy would take more space than the file holds";
   if (d->tables_movable)
     return NULL;
-  for (j = 0; j < d->nr_fixes; ++j)
-    if (d->fixes[j].kind == FIX_RELOCATE)
-      return "shared grains cannot be copied within this kind of file";
+  if (copies)
+    return "shared grains cannot be copied within this kind of file";
+  if (!d->dir_ok[0] || (d->copies == 2 && !d->dir_ok[1]))
+    return "a grain directory cannot move within this kind of file";
   for (t = 0; t < d->nr_gts; ++t)
     for (k = 0; effective_copy (d, t) >= 0 && k < d->copies; ++k)
       if (!in_place (d, k, t))

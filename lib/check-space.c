@@ -130,7 +130,8 @@ space_seal_meta (struct space *s, meta_overlap_fn fn, void *opaque)
   const struct meta *cover = NULL;
   size_t k;
 
-  qsort (s->meta, s->nr_meta, sizeof *s->meta, cmp_meta);
+  if (s->nr_meta)
+    qsort (s->meta, s->nr_meta, sizeof *s->meta, cmp_meta);
   s->reach = malloc ((s->nr_meta ? s->nr_meta : 1) * sizeof *s->reach);
   if (s->reach == NULL)
     return vmdk_error (ENOMEM, "malloc: %m");
@@ -184,6 +185,19 @@ space_find_meta (const struct space *s, uint64_t start, uint64_t end)
   return NULL;
 }
 
+/* Does [start, end) touch a slot set in map? */
+static bool
+touches (const struct space *s, const uint64_t *map, uint64_t start,
+         uint64_t end)
+{
+  uint64_t k;
+
+  for (k = start / s->slot; k <= (end - 1) / s->slot && k < s->nr_slots; ++k)
+    if (bit_get (map, k))
+      return true;
+  return false;
+}
+
 enum claim
 space_claim (struct space *s, uint64_t start, uint64_t len, uint64_t t,
              uint32_t i, const struct meta **m)
@@ -191,7 +205,10 @@ space_claim (struct space *s, uint64_t start, uint64_t len, uint64_t t,
   uint64_t end = MIN (start + len, s->file_size);   /* start < file_size */
   uint64_t k;
 
-  *m = space_find_meta (s, start, end);
+  /* Metadata marked the slots it touches: search only there. */
+  *m = NULL;
+  if (s->slot == 0 || touches (s, s->touched, start, end))
+    *m = space_find_meta (s, start, end);
   if (*m)
     return CLAIM_META;
   if (s->slot == 0)
@@ -228,17 +245,6 @@ cmp_odd (const void *a, const void *b)
   return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* Does [start, end) touch a slot holding an aligned grain? */
-static bool
-hits_aligned (const struct space *s, uint64_t start, uint64_t end)
-{
-  uint64_t k;
-
-  for (k = start / s->slot; k <= (end - 1) / s->slot && k < s->nr_slots; ++k)
-    if (bit_get (s->grains, k))
-      return true;
-  return false;
-}
 
 void
 space_check_odd (struct space *s, odd_conflict_fn fn, void *opaque)
@@ -249,13 +255,14 @@ space_check_odd (struct space *s, odd_conflict_fn fn, void *opaque)
   /* In file order, an odd grain starting before the furthest end of
    * the ones before it overlaps one of them: it loses.
    */
-  qsort (s->odd, s->nr_odd, sizeof *s->odd, cmp_odd);
+  if (s->nr_odd)
+    qsort (s->odd, s->nr_odd, sizeof *s->odd, cmp_odd);
   for (k = 0; k < s->nr_odd; ++k) {
     const struct odd_grain *g = &s->odd[k];
 
     if (k > 0 && g->start < reach)
       fn (opaque, g, CLAIM_SHARED, NULL);
-    else if (hits_aligned (s, g->start, g->end))
+    else if (touches (s, s->grains, g->start, g->end))
       fn (opaque, g, CLAIM_SHARED, NULL);
     else
       reach = MAX (reach, g->end);

@@ -3,12 +3,13 @@
  * SPDX-License-Identifier: BSD-3-Clause (see COPYING)
  */
 
-/* Checking and repairing hosted sparse (KDMV) and COWD files: the
- * header, the directories and tables (check-dir.c), what every grain
- * entry points at, the space nothing references, and the
- * uncleanShutdown flag.
+/* Checking hosted sparse (KDMV) and COWD files: the header, the
+ * directories and tables (check-dir.c), what every grain entry points
+ * at, the space nothing references (a hole of the host file is not a
+ * leak: it wastes nothing), and the uncleanShutdown flag.  The repairs
+ * are in check-sparse-fix.c.
  *
- * A grain entry is judged by what it points at:
+ * A grain entry is judged by what it points at, and repaired so:
  *   past the end of the file, or into metadata (header, descriptor,
  *     a directory or table)      it points nowhere: cleared;
  *   before overHead, or at a grain another entry names (or overlaps)
@@ -17,8 +18,6 @@
  *   a grain cut by the end of the file
  *                                the file is extended over it (reads
  *                                do not change).
- * The repair then reclaims leaked space at the end of the file, and
- * clears uncleanShutdown once nothing else is wrong in the file.
  */
 
 #include <config.h>
@@ -29,36 +28,13 @@
 #include <string.h>
 
 #include "check.h"
+#include "check-sparse.h"
 #include "checked.h"
 #include "error.h"
 #include "header.h"
 #include "le.h"
 
-/* The directory is held in memory: the engine's own limit. */
-#define MAX_GTS (UINT64_C (4) << 20)
-/* Grains moved into leaked space per run (16 bytes each). */
-#define MAX_MOVES (1024 * 1024)
 
-struct sparse_ctx {
-  struct checker *c;
-  struct extent_file *f;
-  bool cowd;
-  struct sparse_header h;       /* KDMV */
-  struct cowd_header ch;        /* COWD */
-  unsigned char cowd_buf[COWD_HEADER_SIZE];
-  uint32_t cowd_unclean;
-  struct space space;
-  struct dir_check d;
-  bool walked;                  /* the directories were checked */
-  uint64_t data_start;          /* grains lie at or after this byte */
-  uint32_t zero_value;          /* the zeroed-grain entry, 0: none */
-  uint64_t grains_end;          /* the furthest end of a grain */
-  uint64_t corruptions;         /* found in this file, before unclean */
-  uint64_t leaked, tail_leak;   /* bytes; where a leak at EOF starts */
-  bool unclean;
-  uint64_t next_free;           /* COWD: the next free sector it needs */
-  const char *stop;             /* why the file cannot be repaired */
-};
 
 static enum verdict
 judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
@@ -126,22 +102,61 @@ judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
   return V_OK;
 }
 
-static void
-on_leak (void *opaque, uint64_t start, uint64_t length)
+/* Call fn for the parts of [start, start+len) that hold data: space
+ * the host file does not allocate (a hole, as the engine leaves a
+ * grain it trimmed) wastes nothing and is no leak.
+ */
+int
+sparse_for_each_data (struct vmdk_io *io, uint64_t start, uint64_t len,
+               void (*fn) (struct sparse_ctx *s, uint64_t start,
+                           uint64_t len),
+               struct sparse_ctx *s)
 {
-  struct sparse_ctx *s = opaque;
+  uint64_t end = start + len, next;
+  bool data;
+
+  while (start < end) {
+    if (io->ops->region == NULL) {
+      data = true;
+      next = end;
+    }
+    else if (io->ops->region (io, start, &data, &next) == -1)
+      return -1;
+    next = MAX (next, start + 1);
+    next = MIN (next, end);
+    if (data)
+      fn (s, start, next - start);
+    start = next;
+  }
+  return 0;
+}
+
+static void
+report_leak (struct sparse_ctx *s, uint64_t start, uint64_t length)
+{
   struct where w = where_at ("file", -1, -1, start, -1);
 
   s->leaked += length;
   if (!s->c->repairing)
     s->c->sum->leaked_bytes += length;
-  if (start + length >= s->d.file_size)
-    s->tail_leak = start;
   check_report (s->c, VMDK_CHECK_LEAK, "leaked-space", w,
-                "%s: bytes %" PRIu64 "-%" PRIu64 " (%" PRIu64 " bytes, %"
-                PRIu64 " grains) are named by no table: leaked space",
-                s->c->file, start, start + length - 1, length,
-                div_round_up (length, s->d.grain_bytes));
+                "%s: bytes %" PRIu64 "-%" PRIu64 " (%" PRIu64 " bytes) are "
+                "named by no table: leaked space", s->c->file, start,
+                start + length - 1, length);
+}
+
+static void
+on_leak (void *opaque, uint64_t start, uint64_t length)
+{
+  struct sparse_ctx *s = opaque;
+  uint64_t before = s->leaked;
+
+  if (sparse_for_each_data (s->f->io, start, length, report_leak, s) == -1)
+    s->io_failed = true;
+  if (s->leaked > before && start + length >= s->d.file_size) {
+    s->tail_leak = start;
+    s->tail_data = s->leaked - before;
+  }
 }
 
 /* The space map of the file, with the header in it (d->grain_bytes
@@ -185,7 +200,7 @@ walk (struct sparse_ctx *s)
                   "check them all for overlaps", s->c->file);
   space_leaks (&s->space, s->data_start, on_leak, s);
   s->c->sum->grains += d->grains;
-  return 0;
+  return s->io_failed ? -1 : 0;
 }
 
 /* The KDMV header, then the walk. */
@@ -194,7 +209,7 @@ kdmv_analyze (struct sparse_ctx *s, const unsigned char *buf)
 {
   const struct sparse_header *h = &s->h;
   struct dir_check *d = &s->d;
-  uint64_t file_size = s->f->file_size, coverage, off;
+  uint64_t file_size = s->f->file_size;
   struct where w = where_at ("header", -1, -1, 0, -1);
 
   if (sparse_header_decode (buf, &s->h, s->c->file) == -1) {
@@ -203,21 +218,9 @@ kdmv_analyze (struct sparse_ctx *s, const unsigned char *buf)
     s->stop = "its header is not valid";
     return 0;
   }
-  if (s->f->extent_length != h->capacity * SECTOR)
-    check_report (s->c, VMDK_CHECK_CORRUPT, "extent-size", w,
-                  "%s: the descriptor's extent line says %" PRIu64
-                  " sectors, the header's capacity is %" PRIu64,
-                  s->c->file, s->f->extent_length / SECTOR, h->capacity);
-  coverage = h->grain_size * h->num_gtes_per_gt;
-  d->nr_gts = div_round_up (h->capacity, coverage);
-  if (d->nr_gts > MAX_GTS) {
-    check_report (s->c, VMDK_CHECK_CORRUPT, "directory-too-large", w,
-                  "%s: the grain directory would have %" PRIu64 " entries, "
-                  "more than %" PRIu64 ": the header is not sane",
-                  s->c->file, d->nr_gts, MAX_GTS);
-    s->stop = "its header is not sane";
+  s->stop = dir_from_header (d, s->c, h, s->f->extent_length);
+  if (s->stop)
     return 0;
-  }
   if (h->overhead > file_size / SECTOR)
     check_report (s->c, VMDK_CHECK_CORRUPT, "overhead-past-eof", w,
                   "%s: the header's overHead (%" PRIu64 " sectors) lies past "
@@ -225,8 +228,6 @@ kdmv_analyze (struct sparse_ctx *s, const unsigned char *buf)
                   h->overhead, file_size);
   s->data_start = MIN (h->overhead, file_size / SECTOR) * SECTOR;
   s->data_start = MAX (s->data_start, (uint64_t) SECTOR);
-  d->gtes_per_gt = h->num_gtes_per_gt;
-  d->grain_bytes = h->grain_size * SECTOR;
   if (prepare_space (s) == -1)
     return -1;
   if (h->desc_offset > 0 && h->desc_size > 0) {
@@ -248,11 +249,6 @@ kdmv_analyze (struct sparse_ctx *s, const unsigned char *buf)
                   "rgdOffset is 0: there is none", s->c->file);
   s->zero_value = (h->flags & SPARSE_FLAG_ZERO_GRAIN) ? 1 : 0;
   s->unclean = h->unclean_shutdown != 0;
-  d->copies = (h->flags & SPARSE_FLAG_RGD) && h->rgd_offset ? 2 : 1;
-  d->dir_start[0] = MUL_OVERFLOW (h->gd_offset, (uint64_t) SECTOR, &off)
-    ? UINT64_MAX : off;
-  d->dir_start[1] = MUL_OVERFLOW (h->rgd_offset, (uint64_t) SECTOR, &off)
-    ? UINT64_MAX : off;
   return walk (s);
 }
 
@@ -320,8 +316,8 @@ cowd_analyze (struct sparse_ctx *s)
   return 0;
 }
 
-static int
-analyze (struct sparse_ctx *s, const unsigned char *buf)
+int
+sparse_analyze (struct sparse_ctx *s, const unsigned char *buf)
 {
   int r;
 
@@ -337,272 +333,15 @@ analyze (struct sparse_ctx *s, const unsigned char *buf)
   return r;
 }
 
-static void
-release (struct sparse_ctx *s)
+void
+sparse_release (struct sparse_ctx *s)
 {
   dir_free (&s->d);
   space_free (&s->space);
   memset (&s->d, 0, sizeof s->d);
-  s->walked = false;
-  s->grains_end = s->leaked = s->tail_leak = s->next_free = 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Repairs. */
-
-static int
-write_u32_sync (struct vmdk_io *io, uint64_t offset, uint32_t v)
-{
-  unsigned char buf[4];
-
-  put_le32 (buf, v);
-  return fix_write_sync (io, buf, 4, offset);
-}
-
-/* COWD: the next free sector covers everything allocated, written
- * before the data it covers is synced (as the engine does).
- */
-static int
-raise_next_free (void *opaque, uint64_t end)
-{
-  struct sparse_ctx *s = opaque;
-  uint64_t sectors = div_round_up (end, SECTOR);
-  unsigned char buf[4];
-
-  if (sectors <= s->ch.next_free)
-    return 0;
-  put_le32 (buf, MIN (sectors, (uint64_t) UINT32_MAX));
-  return s->f->io->ops->pwrite (s->f->io, buf, 4, COWD_OFF_NEXT_FREE);
-}
-
-static void
-report_fixes (struct sparse_ctx *s)
-{
-  const struct dir_check *d = &s->d;
-  uint64_t n[3] = { 0, 0, 0 };
-  size_t j;
-
-  for (j = 0; j < d->nr_fixes; ++j)
-    n[d->fixes[j].kind]++;
-  if (n[FIX_CLEAR])
-    check_report (s->c, VMDK_CHECK_REPAIRED, "cleared-entries", where_file (),
-                  "%s: cleared %" PRIu64 " grain table entries that pointed "
-                  "nowhere (their range now reads as %s)", s->c->file,
-                  n[FIX_CLEAR], s->f->has_parent ? "the parent" : "zeroes");
-  if (n[FIX_REDUNDANT])
-    check_report (s->c, VMDK_CHECK_REPAIRED, "took-redundant", where_file (),
-                  "%s: took %" PRIu64 " grain table entries from the "
-                  "redundant copy, where the primary pointed nowhere",
-                  s->c->file, n[FIX_REDUNDANT]);
-  if (n[FIX_RELOCATE])
-    check_report (s->c, VMDK_CHECK_REPAIRED, "copied-grains", where_file (),
-                  "%s: gave %" PRIu64 " grains that shared their sectors "
-                  "(or lay before the grain area) a copy of their own at the "
-                  "end of the file", s->c->file, n[FIX_RELOCATE]);
-  if (d->min_size > d->file_size)
-    check_report (s->c, VMDK_CHECK_REPAIRED, "extended-file", where_file (),
-                  "%s: extended the file from %" PRIu64 " to %" PRIu64
-                  " bytes over grains and tables it cut short", s->c->file,
-                  d->file_size, d->min_size);
-  if (d->copies_differ || d->misplaced || !d->dir_ok[0] ||
-      (d->copies == 2 && !d->dir_ok[1]))
-    check_report (s->c, VMDK_CHECK_REPAIRED, "rebuilt-directories",
-                  where_file (), "%s: made both copies of the grain "
-                  "directory and tables agree, rebuilding the damaged or "
-                  "missing ones from the good copy", s->c->file);
-}
-
-/* Make the directories, tables and entries consistent.  Returns 1 if
- * something changed.
- */
-static int
-repair_structure (struct sparse_ctx *s)
-{
-  struct dir_check *d = &s->d;
-  uint64_t new_dir[2] = { 0, 0 };
-  struct alloc a;
-  const char *why;
-
-  if (!dir_needs_repair (d))
-    return 0;
-  why = dir_plan_refusal (d);
-  if (why) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                  "%s: the grain directory was not repaired: %s",
-                  s->c->file, why);
-    s->stop = why;
-    return 0;
-  }
-  a.next = MAX (d->file_size, d->min_size);
-  a.grain_align = d->grain_bytes;
-  if (s->cowd) {
-    a.next = MAX (a.next, (uint64_t) s->ch.next_free * SECTOR);
-    a.limit = (uint64_t) UINT32_MAX * SECTOR;
-  }
-  else
-    a.limit = (UINT64_C (1) << 32) * SECTOR;
-  if (fix_directories (d, &a, new_dir, s->cowd ? raise_next_free : NULL,
-                       s) == -1)
-    return -1;
-  /* A directory that moved: point the header at it. */
-  if (s->cowd && new_dir[0] &&
-      write_u32_sync (s->f->io, COWD_OFF_GD, new_dir[0] / SECTOR) == -1)
-    return -1;
-  if (!s->cowd) {
-    unsigned char buf[8];
-    unsigned k;
-
-    for (k = 0; k < 2; ++k) {
-      if (new_dir[k] == 0)
-        continue;
-      put_le64 (buf, new_dir[k] / SECTOR);
-      if (fix_write_sync (s->f->io, buf, 8, k ? 48 : 56) == -1)
-        return -1;
-    }
-  }
-  report_fixes (s);
-  return 1;
-}
-
-/* Leaked space between grains: the grains at the end of the file move
- * into it (at most MAX_MOVES per run).  Returns 1 if some moved.
- */
-static int
-compact (struct sparse_ctx *s)
-{
-  uint64_t *holes = malloc (MAX_MOVES * sizeof *holes);
-  uint64_t *grains = malloc (MAX_MOVES * sizeof *grains);
-  size_t n;
-  int r = -1;
-
-  if (holes == NULL || grains == NULL) {
-    vmdk_error (ENOMEM, "malloc: %m");
-    goto out;
-  }
-  n = space_plan_moves (&s->space, s->data_start, holes, grains, MAX_MOVES);
-  r = 0;
-  if (n > 0) {
-    if (fix_move_grains (&s->d, holes, grains, n) == -1) {
-      r = -1;
-      goto out;
-    }
-    check_report (s->c, VMDK_CHECK_REPAIRED, "moved-grains", where_file (),
-                  "%s: moved %zu grains from the end of the file into "
-                  "leaked space between grains", s->c->file, n);
-    r = 1;
-  }
- out:
-  free (holes);
-  free (grains);
-  return r;
-}
-
-/* Leaked space at the end of the file goes; the COWD next free sector
- * follows it down.
- */
-static int
-truncate_tail (struct sparse_ctx *s)
-{
-  uint64_t end = s->tail_leak;
-
-  if (end == 0)
-    return 0;
-  if (fix_truncate (s->c, s->f->io, s->f->file_size, end) == -1)
-    return -1;
-  if (s->cowd && s->ch.next_free > div_round_up (end, SECTOR) &&
-      write_u32_sync (s->f->io, COWD_OFF_NEXT_FREE,
-                      div_round_up (end, SECTOR)) == -1)
-    return -1;
-  check_report (s->c, VMDK_CHECK_REPAIRED, "reclaimed-tail", where_file (),
-                "%s: cut the file from %" PRIu64 " to %" PRIu64 " bytes, "
-                "reclaiming the leaked space at its end", s->c->file,
-                s->f->file_size, end);
-  s->leaked -= s->f->file_size - end;
-  s->f->file_size = end;
-  return 0;
-}
-
-/* Once nothing else is wrong in the file. */
-static int
-clear_unclean (struct sparse_ctx *s)
-{
-  if (s->corruptions > 0) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "left-inconsistent",
-                  where_file (), "%s: %" PRIu64 " inconsistencies were not "
-                  "repaired (the check names them)%s", s->c->file,
-                  s->corruptions, s->unclean ? "; uncleanShutdown was left "
-                  "set" : "");
-    return 0;
-  }
-  if (!s->unclean)
-    return 0;
-  if ((s->cowd ? write_u32_sync (s->f->io, COWD_OFF_UNCLEAN, 0)
-               : fix_write_sync (s->f->io, "", 1, 72)) == -1)
-    return -1;
-  check_report (s->c, VMDK_CHECK_REPAIRED, "cleared-unclean", where_file (),
-                "%s: cleared uncleanShutdown in the header", s->c->file);
-  return 0;
-}
-
-/* Analyse the file again (silently) after a repair changed it. */
-static int
-reanalyze (struct sparse_ctx *s, const unsigned char *buf)
-{
-  release (s);
-  if (s->f->io->ops->get_size (s->f->io, &s->f->file_size) == -1 ||
-      analyze (s, buf) == -1)
-    return -1;
-  if (s->stop || dir_needs_repair (&s->d)) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "still-inconsistent",
-                  where_file (), "%s: still inconsistent after the repair",
-                  s->c->file);
-    return 1;
-  }
-  return 0;
-}
-
-/* The repair pass: the leaks and the unclean flag are judged on the
- * file as the structural repairs left it.
- */
-static int
-repair (struct sparse_ctx *s, const unsigned char *buf)
-{
-  int r;
-
-  if (s->stop) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                  "%s: not repaired: %s", s->c->file, s->stop);
-    return 0;
-  }
-  r = repair_structure (s);
-  if (r == 1)
-    r = reanalyze (s, buf);
-  if (r != 0 || s->stop)
-    return r == -1 ? -1 : 0;
-  if (s->next_free) {
-    if (write_u32_sync (s->f->io, COWD_OFF_NEXT_FREE, s->next_free) == -1)
-      return -1;
-    check_report (s->c, VMDK_CHECK_REPAIRED, "raised-next-free",
-                  where_file (), "%s: set the COWD header's next free sector "
-                  "from %" PRIu32 " to %" PRIu64 ", past everything in use",
-                  s->c->file, s->ch.next_free, s->next_free);
-    s->corruptions--;
-  }
-  if (s->leaked) {
-    r = compact (s);
-    if (r == 1)
-      r = reanalyze (s, buf);
-    if (r != 0)
-      return r == -1 ? -1 : 0;
-    if (truncate_tail (s) == -1)
-      return -1;
-    if (s->leaked)
-      check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "leaks-kept",
-                    where_file (), "%s: %" PRIu64 " leaked bytes were left "
-                    "(grains that cannot move lie after them)", s->c->file,
-                    s->leaked);
-  }
-  return clear_unclean (s);
+  s->walked = s->io_failed = false;
+  s->grains_end = s->leaked = s->tail_leak = s->tail_data = 0;
+  s->next_free = 0;
 }
 
 static int
@@ -612,10 +351,10 @@ check_sparse (struct checker *c, struct extent_file *f, bool cowd,
   struct sparse_ctx s = { .c = c, .f = f, .cowd = cowd };
   int r;
 
-  r = analyze (&s, buf);
+  r = sparse_analyze (&s, buf);
   if (r == 0 && c->repairing)
-    r = repair (&s, buf);
-  release (&s);
+    r = sparse_repair (&s, buf);
+  sparse_release (&s);
   return r;
 }
 

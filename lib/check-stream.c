@@ -21,7 +21,7 @@
  * With gdOffset GD_AT_END the footer (the last three sectors: footer
  * marker, footer, end-of-stream marker) holds the real header.
  *
- * Repairs: a stream whose footer is gone and whose header says it was
+ * Repairs (check-stream-fix.c): a stream whose footer is gone and whose header says it was
  * not closed cleanly (a writer crashed) gets its tail rewritten from
  * its markers (stream_map_recover and the stream writer, as the engine
  * does when it writes to such a stream); entries that point nowhere
@@ -38,45 +38,15 @@
 #include <string.h>
 
 #include "check.h"
+#include "check-stream.h"
 #include "checked.h"
-#include "deflate.h"
 #include "error.h"
-#include "gtcache.h"
 #include "header.h"
 #include "le.h"
 #include "stream.h"
 #include "stream-map.h"
-#include "stream-write.h"
 
-#define MAX_GTS (UINT64_C (4) << 20)
-/* Older versions of grains named in findings (the rest are counted). */
-#define MAX_SUPERSEDED 64
-/* Memory for inflated grains while checking (they are read once). */
-#define CHECK_CACHE_BYTES (256 * 1024)
 
-struct stream_ctx {
-  struct checker *c;
-  struct extent_file *f;
-  struct sparse_header h;       /* the header, or the footer if valid */
-  bool header_ok;
-  bool at_end;                  /* gdOffset is GD_AT_END */
-  bool footer_ok;
-  bool header_unclean, footer_unclean;
-  uint64_t nr_grains;
-  struct stream *reader;
-  struct stream_map found;      /* intact grain markers the walk found */
-  bool found_ok;
-  uint64_t superseded[MAX_SUPERSEDED];
-  uint64_t nr_superseded;
-  uint64_t walk_end;            /* where the walk stopped */
-  bool torn;                    /* it stopped at something not a marker */
-  uint64_t gd_marker;           /* byte of the GD marker, 0: none */
-  struct space space;
-  struct dir_check d;
-  bool walked;
-  uint64_t corruptions;
-  const char *stop;
-};
 
 /* ------------------------------------------------------------------ */
 /* The footer. */
@@ -154,27 +124,48 @@ marker_finding (struct stream_ctx *s, const char *code, uint64_t pos,
                 "%s: byte %" PRIu64 ": %s", s->c->file, pos, what);
 }
 
-/* A grain marker at pos (sector holds its first bytes).  Returns the
- * next position, or 0 to stop the walk.
+static void
+leak_marker (struct stream_ctx *s, uint64_t pos, uint64_t bytes,
+             const char *why)
+{
+  s->leaks++;
+  if (!s->c->repairing)
+    s->c->sum->leaked_bytes += bytes;
+  check_report (s->c, VMDK_CHECK_LEAK, "orphan-grain",
+                where_at ("stream", -1, -1, pos, -1),
+                "%s: the grain marker at byte %" PRIu64 " (%" PRIu64
+                " bytes) %s: leaked space", s->c->file, pos, bytes, why);
+}
+
+/* A grain marker at pos (sector holds its first bytes).  Sets *next to
+ * where the next item starts, or 0 to stop the walk.
  */
 static int
 walk_grain (struct stream_ctx *s, uint64_t pos, const unsigned char *sector,
             uint64_t *next)
 {
-  uint64_t lba = get_le64 (sector), g;
-  uint32_t csize = get_le32 (sector + 8);
-  uint64_t grain_sectors = s->h.grain_size, old;
+  uint64_t lba = get_le64 (sector), g, bytes;
+  uint32_t csize = get_le32 (sector + 8), old;
+  uint64_t grain_sectors = s->h.grain_size;
   struct run run;
 
   *next = 0;
-  if (lba >= s->h.capacity || lba % grain_sectors != 0 ||
-      csize > STREAM_MAX_COMPRESSED (grain_sectors * SECTOR) -
-              GRAIN_MARKER_SIZE ||
+  if (csize > STREAM_MAX_COMPRESSED (grain_sectors * SECTOR) -
+      GRAIN_MARKER_SIZE ||
       GRAIN_MARKER_SIZE + (uint64_t) csize > s->f->file_size - pos) {
-    marker_finding (s, "bad-marker", pos, "not a valid grain marker "
-                    "(lba, size or length out of bounds): the rest of the "
-                    "stream cannot be walked");
+    marker_finding (s, "bad-marker", pos, csize > STREAM_MAX_COMPRESSED
+                    (grain_sectors * SECTOR) - GRAIN_MARKER_SIZE ?
+                    "not a valid grain marker (its size is out of bounds): "
+                    "the rest of the stream cannot be walked" :
+                    "a grain marker whose data runs past the end of the "
+                    "file: the stream is cut short");
     s->torn = true;
+    return 0;
+  }
+  bytes = div_round_up (GRAIN_MARKER_SIZE + (uint64_t) csize, SECTOR) * SECTOR;
+  *next = pos + bytes;
+  if (lba >= s->h.capacity || lba % grain_sectors != 0) {
+    leak_marker (s, pos, bytes, "names no grain of the disk");
     return 0;
   }
   g = lba / grain_sectors;
@@ -185,19 +176,15 @@ walk_grain (struct stream_ctx *s, uint64_t pos, const unsigned char *sector,
   if (stream_check_grain (s->reader, &run) == -1) {
     if (errno == ENOMEM)
       return -1;
-    check_report (s->c, VMDK_CHECK_CORRUPT, "grain-corrupt",
-                  where_at ("stream", -1, -1, pos, -1), "%s", vmdk_errmsg ());
+    old = stream_map_get (&s->damaged, g);
+    if (old)
+      leak_marker (s, (uint64_t) old * SECTOR, 0, "does not inflate and "
+                   "was stored again");
+    return stream_map_set (&s->damaged, g, pos / SECTOR);
   }
-  else if (s->found_ok) {
-    old = stream_map_get (&s->found, g);
-    if (old && s->nr_superseded++ < MAX_SUPERSEDED)
-      s->superseded[s->nr_superseded - 1] = old;
-    if (stream_map_set (&s->found, g, pos / SECTOR) == -1)
-      return -1;
-  }
-  *next = pos + div_round_up (GRAIN_MARKER_SIZE + (uint64_t) csize, SECTOR)
-    * SECTOR;
-  return 0;
+  s->markers++;
+  s->intact_end = *next;
+  return stream_map_set (&s->found, g, pos / SECTOR);
 }
 
 /* The order of metadata markers: GD, then footer, then EOS. */
@@ -279,6 +266,7 @@ walk (struct stream_ctx *s)
     return 0;
   }
   pos *= SECTOR;
+  s->walk_start = s->intact_end = pos;
   while (s->f->file_size - pos >= SECTOR) {
     if (io_pread_full (s->f->io, sector, SECTOR, pos, "marker") == -1)
       return -1;
@@ -314,9 +302,8 @@ judge_stream (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
               uint32_t v, int64_t entry_offset, bool report)
 {
   struct stream_ctx *s = d->opaque;
-  uint64_t g = t * d->gtes_per_gt + i;
-  struct where w = where_at (table_name (k), t, i, entry_offset,
-                             (int64_t) v * SECTOR);
+  uint64_t g = t * d->gtes_per_gt + i, off = (uint64_t) v * SECTOR;
+  struct where w = where_at (table_name (k), t, i, entry_offset, off);
   struct run run;
 
   w.disk_offset = d->extent_start + g * d->grain_bytes;
@@ -332,23 +319,29 @@ judge_stream (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
                     entry_offset, v);
     return V_CLEAR;
   }
-  if (s->found_ok && stream_map_get (&s->found, g) == v) {
-    /* Named: not leaked (what stays in found is). */
+  /* Named: what stays in found and damaged is leaked. */
+  if (stream_map_get (&s->found, g) == v) {
+    s->named++;
     return stream_map_set (&s->found, g, 0) == -1 ? V_ERROR : V_OK;
   }
+  if (stream_map_get (&s->damaged, g) == v &&
+      stream_map_set (&s->damaged, g, 0) == -1)
+    return V_ERROR;
   run.kind = RUN_COMPRESSED;
-  run.file_offset = (uint64_t) v * SECTOR;
+  run.file_offset = off;
   run.grain_start = g * d->grain_bytes;
   run.length = d->grain_bytes;
-  if (stream_check_grain (s->reader, &run) == 0)
+  if (stream_check_grain (s->reader, &run) == 0) {
+    s->named_older += off >= s->walk_start && off < s->walk_end;
     return V_OK;
+  }
   if (errno == ENOMEM)
     return V_ERROR;
   if (report)
     check_report (s->c, VMDK_CHECK_CORRUPT, "grain-marker-bad", w,
                   "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                  "): %s", s->c->file, table_name (k), t, i, entry_offset,
-                  vmdk_errmsg ());
+                  ") = sector %" PRIu32 ": %s", s->c->file, table_name (k),
+                  t, i, entry_offset, v, vmdk_errmsg ());
   return V_CLEAR;
 }
 
@@ -402,45 +395,48 @@ grain_bytes_at (struct stream_ctx *s, uint64_t sector)
                        SECTOR) * SECTOR;
 }
 
-static void
-orphan (struct stream_ctx *s, uint64_t sector, const char *why)
+/* Report the markers left in m (named by no entry); returns how many. */
+static uint64_t
+leftover (struct stream_ctx *s, const struct stream_map *m, const char *why)
 {
-  uint64_t bytes = grain_bytes_at (s, sector);
+  uint64_t t, e, n = 0;
+  uint32_t sector;
 
-  if (!s->c->repairing)
-    s->c->sum->leaked_bytes += bytes;
-  check_report (s->c, VMDK_CHECK_LEAK, "orphan-grain",
-                where_at ("stream", -1, -1, (int64_t) sector * SECTOR, -1),
-                "%s: the grain marker at byte %" PRIu64 " (%" PRIu64
-                " bytes) %s: leaked space", s->c->file, sector * SECTOR,
-                bytes, why);
+  for (t = 0; t < m->nr_gts; ++t) {
+    if (m->tables[t] == NULL)
+      continue;
+    for (e = t * m->gtes_per_gt;
+         e < (t + 1) * m->gtes_per_gt && e < m->nr_grains; ++e) {
+      sector = stream_map_get (m, e);
+      if (sector) {
+        leak_marker (s, (uint64_t) sector * SECTOR,
+                     grain_bytes_at (s, sector), why);
+        n++;
+      }
+    }
+  }
+  return n;
 }
 
-/* Grain markers no entry names: older versions of rewritten grains. */
+/* Grain markers no entry names: older versions of rewritten grains,
+ * damaged ones.  Older intact versions are counted, not found one by
+ * one (only the last of each grain is remembered).
+ */
 static void
 report_orphans (struct stream_ctx *s)
 {
-  uint64_t t, g, e;
-  uint32_t sector;
-  size_t j;
+  uint64_t left = leftover (s, &s->found, "is named by no table"), older;
 
-  for (t = 0; t < s->found.nr_gts; ++t) {
-    if (s->found.tables[t] == NULL)
-      continue;
-    g = t * s->found.gtes_per_gt;
-    for (e = g; e < MIN (g + s->found.gtes_per_gt, s->nr_grains); ++e) {
-      sector = stream_map_get (&s->found, e);
-      if (sector)
-        orphan (s, sector, "is named by no table");
-    }
-  }
-  for (j = 0; j < MIN (s->nr_superseded, (uint64_t) MAX_SUPERSEDED); ++j)
-    orphan (s, s->superseded[j], "holds an older version of a grain "
-            "stored again later");
-  if (s->nr_superseded > MAX_SUPERSEDED)
+  leftover (s, &s->damaged, "does not inflate and is named by no table");
+  older = s->markers - s->named - left;
+  older = older > s->named_older ? older - s->named_older : 0;
+  if (older) {
+    s->leaks++;
     check_report (s->c, VMDK_CHECK_LEAK, "orphan-grain", where_file (),
-                  "%s: %" PRIu64 " more older versions of grains: leaked "
-                  "space", s->c->file, s->nr_superseded - MAX_SUPERSEDED);
+                  "%s: %" PRIu64 " grain markers hold older versions of "
+                  "grains stored again later: leaked space", s->c->file,
+                  older);
+  }
 }
 
 /* The directories and tables (the footer's, with GD_AT_END). */
@@ -449,7 +445,6 @@ check_tables (struct stream_ctx *s)
 {
   struct dir_check *d = &s->d;
   const struct sparse_header *h = &s->h;
-  uint64_t off;
 
   if (space_init (&s->space, s->f->file_size, 0) == -1 ||
       space_add_meta (&s->space, 0, SECTOR, "header", -1, 0) == -1)
@@ -469,29 +464,21 @@ check_tables (struct stream_ctx *s)
   d->judge = judge_stream;
   d->opaque = s;
   d->tables_movable = false;
-  d->gtes_per_gt = h->num_gtes_per_gt;
-  d->grain_bytes = h->grain_size * SECTOR;
-  d->copies = (h->flags & SPARSE_FLAG_RGD) && h->rgd_offset ? 2 : 1;
-  d->dir_start[0] = MUL_OVERFLOW (h->gd_offset, (uint64_t) SECTOR, &off)
-    ? UINT64_MAX : off;
-  d->dir_start[1] = MUL_OVERFLOW (h->rgd_offset, (uint64_t) SECTOR, &off)
-    ? UINT64_MAX : off;
   if (dir_load (d) == -1 || dir_walk (d) == -1 ||
       check_table_markers (s) == -1)
     return -1;
   s->walked = true;
   s->c->sum->grains += d->grains;
-  if (s->found_ok && !s->torn && (d->dir_ok[0] || d->dir_ok[1]))
+  if (!s->torn && (d->dir_ok[0] || d->dir_ok[1]))
     report_orphans (s);
   return 0;
 }
 
-static int
-analyze (struct stream_ctx *s, const unsigned char *buf)
+int
+stream_check_analyze (struct stream_ctx *s, const unsigned char *buf)
 {
   struct sparse_header *h = &s->h;
   struct where w = where_at ("header", -1, -1, 0, -1);
-  uint64_t coverage;
   int r = 0;
 
   s->c->file_corruptions = 0;
@@ -505,22 +492,10 @@ analyze (struct stream_ctx *s, const unsigned char *buf)
   s->at_end = h->gd_offset == SPARSE_GD_AT_END;
   if (s->at_end && read_footer (s) == -1)
     return -1;
-  if (s->f->extent_length != h->capacity * SECTOR)
-    check_report (s->c, VMDK_CHECK_CORRUPT, "extent-size", w,
-                  "%s: the descriptor's extent line says %" PRIu64
-                  " sectors, the header's capacity is %" PRIu64,
-                  s->c->file, s->f->extent_length / SECTOR, h->capacity);
-  coverage = h->grain_size * h->num_gtes_per_gt;
-  s->d.nr_gts = div_round_up (h->capacity, coverage);
-  s->nr_grains = div_round_up (h->capacity, h->grain_size);
-  if (s->d.nr_gts > MAX_GTS) {
-    check_report (s->c, VMDK_CHECK_CORRUPT, "directory-too-large", w,
-                  "%s: the grain directory would have %" PRIu64 " entries, "
-                  "more than %" PRIu64 ": the header is not sane",
-                  s->c->file, s->d.nr_gts, MAX_GTS);
-    s->stop = "its header is not sane";
+  s->stop = dir_from_header (&s->d, s->c, h, s->f->extent_length);
+  if (s->stop)
     return 0;
-  }
+  s->nr_grains = div_round_up (h->capacity, h->grain_size);
   s->reader = stream_new (s->f->io, s->c->cache, s->f->file_size,
                           h->grain_size * SECTOR, h->capacity * SECTOR, true);
   if (s->reader == NULL) {
@@ -531,9 +506,10 @@ analyze (struct stream_ctx *s, const unsigned char *buf)
     s->stop = "its grains cannot be read";
     return 0;
   }
-  if (stream_map_init (&s->found, s->nr_grains, h->num_gtes_per_gt) == -1)
+  s->maps_ok = true;
+  if (stream_map_init (&s->found, s->nr_grains, h->num_gtes_per_gt) == -1 ||
+      stream_map_init (&s->damaged, s->nr_grains, h->num_gtes_per_gt) == -1)
     return -1;
-  s->found_ok = true;
   if (walk (s) == -1)
     return -1;
   if (!s->at_end || s->footer_ok)
@@ -550,133 +526,20 @@ analyze (struct stream_ctx *s, const unsigned char *buf)
   return r;
 }
 
-static void
-release (struct stream_ctx *s)
+void
+stream_check_release (struct stream_ctx *s)
 {
   dir_free (&s->d);
   space_free (&s->space);
-  if (s->found_ok)
+  if (s->maps_ok) {
     stream_map_free (&s->found);
+    stream_map_free (&s->damaged);
+  }
   stream_free (s->reader);
   memset (&s->d, 0, sizeof s->d);
   s->reader = NULL;
-  s->found_ok = s->walked = s->torn = s->footer_ok = false;
-  s->nr_superseded = s->gd_marker = 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Repairs. */
-
-/* A writer crashed: the markers say what was stored.  The engine's
- * recovery walks them and its writer writes the tail (tables,
- * directory, footer, end-of-stream marker), cuts what follows, syncs
- * and only then marks the header clean.
- */
-static int
-rewrite_tail (struct stream_ctx *s)
-{
-  const struct sparse_header *h = &s->h;
-  struct stream_writer *w;
-  struct stream_map m;
-  uint64_t end;
-  int r;
-
-  if (s->f->io->ops->truncate == NULL)
-    return vmdk_error (ENOTSUP, "%s: the file cannot be truncated",
-                       s->c->file);
-  if (stream_map_init (&m, s->nr_grains, h->num_gtes_per_gt) == -1)
-    return -1;
-  r = stream_map_recover (&m, s->f->io, s->reader, h, s->f->file_size,
-                          h->grain_size * SECTOR, &end);
-  if (r == 0) {
-    w = stream_writer_new (s->f->io, s->reader, h, &m, end, false, 0,
-                           h->capacity * SECTOR,
-                           vmdk_deflate_default_level ());
-    r = w ? stream_writer_flush (w) : -1;
-    stream_writer_free (w);
-  }
-  stream_map_free (&m);
-  if (r == 0)
-    check_report (s->c, VMDK_CHECK_REPAIRED, "rewrote-tail", where_file (),
-                  "%s: rewrote the end of the stream after its last intact "
-                  "grain (byte %" PRIu64 "): grain tables, directory, "
-                  "footer and end-of-stream marker, from the grain markers",
-                  s->c->file, end);
-  return r;
-}
-
-static int
-clear_unclean (struct stream_ctx *s)
-{
-  if (s->header_unclean && fix_write_sync (s->f->io, "", 1, 72) == -1)
-    return -1;
-  if (s->footer_unclean &&
-      fix_write_sync (s->f->io, "", 1, s->f->file_size - 2 * SECTOR + 72)
-      == -1)
-    return -1;
-  check_report (s->c, VMDK_CHECK_REPAIRED, "cleared-unclean", where_file (),
-                "%s: cleared uncleanShutdown in the %s", s->c->file,
-                s->header_unclean && s->footer_unclean ? "header and footer"
-                : s->header_unclean ? "header" : "footer");
-  return 0;
-}
-
-static int
-repair (struct stream_ctx *s, const unsigned char *buf)
-{
-  struct dir_check *d = &s->d;
-  uint64_t new_dir[2] = { 0, 0 };
-  struct alloc a = { .next = s->f->file_size, .grain_align = SECTOR,
-                     .limit = s->f->file_size };
-  const char *why;
-
-  if (s->stop) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                  "%s: not repaired: %s", s->c->file, s->stop);
-    return 0;
-  }
-  if (s->at_end && !s->footer_ok) {
-    if (!s->header_unclean) {
-      check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                    "%s: the stream's end was not rewritten: its header "
-                    "says it was closed cleanly, so the lost end held grains "
-                    "that would then read as zeroes", s->c->file);
-      return 0;
-    }
-    return rewrite_tail (s);
-  }
-  if (s->walked && dir_needs_repair (d)) {
-    why = dir_plan_refusal (d);
-    if (why) {
-      check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                    "%s: the grain tables were not repaired: %s",
-                    s->c->file, why);
-      return 0;
-    }
-    if (fix_directories (d, &a, new_dir, NULL, NULL) == -1)
-      return -1;
-    check_report (s->c, VMDK_CHECK_REPAIRED, "fixed-tables", where_file (),
-                  "%s: cleared %zu table entries that named no intact grain "
-                  "and made the copies of the tables agree, in place",
-                  s->c->file, d->nr_fixes);
-    release (s);
-    if (analyze (s, buf) == -1)
-      return -1;
-  }
-  if (s->corruptions > 0) {
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "left-inconsistent",
-                  where_file (), "%s: %" PRIu64 " inconsistencies were not "
-                  "repaired (the check names them)", s->c->file,
-                  s->corruptions);
-    return 0;
-  }
-  if (s->walked && s->nr_superseded)
-    check_report (s->c, VMDK_CHECK_NOT_REPAIRED, "leaks-kept", where_file (),
-                  "%s: leaked grain versions were left: a stream cannot be "
-                  "compacted in place", s->c->file);
-  if (s->header_unclean || s->footer_unclean)
-    return clear_unclean (s);
-  return 0;
+  s->maps_ok = s->walked = s->torn = s->footer_ok = false;
+  s->markers = s->named = s->named_older = s->leaks = s->gd_marker = 0;
 }
 
 int
@@ -686,9 +549,9 @@ check_stream (struct checker *c, struct extent_file *f,
   struct stream_ctx s = { .c = c, .f = f };
   int r;
 
-  r = analyze (&s, header);
+  r = stream_check_analyze (&s, header);
   if (r == 0 && c->repairing)
-    r = repair (&s, header);
-  release (&s);
+    r = stream_check_repair (&s, header);
+  stream_check_release (&s);
   return r;
 }

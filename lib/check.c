@@ -252,10 +252,30 @@ struct files {
   size_t n, alloc, checked_alloc;
 };
 
+/* Open name, read-write in the repair pass if its kind can be
+ * repaired; a file that cannot be written is read-only then (and a
+ * repair that needs to write it fails, naming it).
+ */
+static struct vmdk_io *
+open_file (struct checker *c, struct vmdk_source *src, const char *name,
+           bool repairable)
+{
+  struct vmdk_io *io;
+
+  if (!c->repairing || !repairable)
+    return src->ops->open (src, name, true);
+  io = src->ops->open (src, name, false);
+  if (io == NULL && (errno == EACCES || errno == EROFS || errno == EPERM))
+    io = src->ops->open (src, name, true);
+  return io;
+}
+
 static struct vmdk_io *
 open_extent_file (struct checker *c, struct vmdk_source *src,
-                  struct files *fs, const char *name, bool **checked)
+                  struct files *fs, const struct descriptor_extent *de,
+                  bool **checked)
 {
+  const char *name = de->filename;
   struct vmdk_io *io;
   size_t i;
 
@@ -269,7 +289,8 @@ open_extent_file (struct checker *c, struct vmdk_source *src,
       array_reserve ((void **) &fs->checked, &fs->checked_alloc, fs->n + 1,
                      sizeof *fs->checked) == -1)
     return NULL;
-  io = src->ops->open (src, name, !c->repairing);
+  io = open_file (c, src, name, de->type == EXTENT_SPARSE ||
+                  de->type == EXTENT_VMFSSPARSE);
   if (io == NULL)
     return NULL;
   fs->checked[fs->n] = false;
@@ -368,7 +389,7 @@ check_pass (struct checker *c, struct vmdk_source *src, const char *name)
   size_t i;
   int r = -1;
 
-  main_io = src->ops->open (src, name, !c->repairing);
+  main_io = open_file (c, src, name, true);
   if (main_io == NULL)
     return -1;
   if (image_read_main_file (main_io, &m) == -1)
@@ -386,7 +407,7 @@ check_pass (struct checker *c, struct vmdk_source *src, const char *name)
     if (de->type == EXTENT_ZERO)
       continue;
     f.io = m.self ? m.self
-      : open_extent_file (c, src, &fs, de->filename, &checked);
+      : open_extent_file (c, src, &fs, de, &checked);
     if (f.io == NULL) {
       vmdk_error_prefix ("%s: line %u", name, de->line_no);
       goto out;

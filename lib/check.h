@@ -190,9 +190,8 @@ enum loc {
   LOC_NONE,                     /* entry 0: no table */
   LOC_OK,                       /* a table of its own, inside the file */
   LOC_MOVE,                     /* readable, but must move (overlaps
-                                   another table, or is cut by EOF) */
-  LOC_BAD,                      /* no table there (outside the file,
-                                   over other metadata) */
+                                   other metadata, or is cut by EOF) */
+  LOC_BAD,                      /* no table there (outside the file) */
 };
 
 enum verdict {
@@ -252,6 +251,14 @@ struct dir_check {
   unsigned char *zero_table;    /* gt_span zero bytes */
 };
 
+/* From a KDMV header (plain or stream): check the capacity against the
+ * extent line and the directory's size, and describe the directories
+ * in d.  Returns why the file cannot be checked further, or NULL.
+ */
+struct sparse_header;
+extern const char *dir_from_header (struct dir_check *d, struct checker *c,
+                                    const struct sparse_header *h,
+                                    uint64_t extent_length);
 /* Set up d for the directories already described in it (nr_gts,
  * gtes_per_gt, copies, dir_start, grain_bytes, space...): check the
  * directory regions, read them, register them and every table as
