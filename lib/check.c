@@ -149,6 +149,15 @@ check_end_file (struct checker *c)
   c->nr_quota = 0;
 }
 
+/* In the repair pass: say why what was found in this file is left. */
+static void
+refuse (struct checker *c, const char *why)
+{
+  if (c->repairing)
+    check_report (c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
+                  "%s: not repaired: %s", c->file, why);
+}
+
 /* ------------------------------------------------------------------ */
 /* Kinds checked here. */
 
@@ -166,10 +175,7 @@ check_flat (struct checker *c, const struct extent_file *f, uint64_t offset)
                   " sectors from sector %" PRIu64 ", but it is %" PRIu64
                   " bytes long", c->file, f->extent_length / SECTOR,
                   offset, f->file_size);
-    if (c->repairing)
-      check_report (c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                    "%s: a flat extent's missing bytes cannot be made up",
-                    c->file);
+    refuse (c, "a flat extent's missing bytes cannot be made up");
   }
 }
 
@@ -233,9 +239,8 @@ check_sesparse (struct checker *c, const struct extent_file *f)
     }
   }
   space_free (&space);
-  if (c->repairing && c->file_corruptions)
-    check_report (c, VMDK_CHECK_NOT_REPAIRED, "refused", where_file (),
-                  "%s: seSparse files are not repaired", c->file);
+  if (c->file_corruptions)
+    refuse (c, "seSparse files are not repaired");
  out:
   if (e.ops)
     e.ops->free (&e);
@@ -327,6 +332,7 @@ check_extent_file (struct checker *c, struct extent_file *f,
     check_report (c, VMDK_CHECK_CORRUPT, "header-invalid",
                   where_at ("header", -1, -1, 0, -1), "%s: a sparse extent "
                   "with neither \"KDMV\" nor \"COWD\" magic", c->file);
+    refuse (c, "which kind of file it is, is not known");
     return 0;
   case EXTENT_ZERO:
     return 0;
@@ -354,6 +360,7 @@ check_chain (struct checker *c, struct vmdk_source *src, const char *name,
     check_report (c, VMDK_CHECK_CORRUPT, "no-parent-hint", w,
                   "%s: parentCID is %08" PRIx32 " but no parentFileNameHint "
                   "names the parent", name, desc->parent_cid);
+    refuse (c, "which file is the parent is not known");
     check_end_file (c);
     return 0;
   }
@@ -368,10 +375,8 @@ check_chain (struct checker *c, struct vmdk_source *src, const char *name,
                     " of its parent %s: the parent changed after the "
                     "snapshot was taken (or is the wrong file)", child,
                     desc->parent_cid, p->desc->cid, p->name);
-      if (c->repairing)
-        check_report (c, VMDK_CHECK_NOT_REPAIRED, "refused", w, "%s: CIDs "
-                      "are not changed by a repair: which data is right is "
-                      "not known", child);
+      refuse (c, "CIDs are not changed by a repair: which data is right "
+              "is not known");
     }
   vmdk_close (parent);
   check_end_file (c);
