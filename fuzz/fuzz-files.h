@@ -15,9 +15,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 
+#include "fuzz.h"
 #include "io.h"
 
 #define MAIN_NAME "disk.vmdk"
@@ -25,15 +24,6 @@
 #define MAX_NAME 256
 #define MAX_FILES 16
 #define MAX_FILE_BYTES (64 * 1024 * 1024)
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "%s:%d: invariant failed: %s\n", \
-               __FILE__, __LINE__, #cond); \
-      abort (); \
-    } \
-  } while (0)
 
 /* Add the input's files to the memory source src; fn (if not NULL) is
  * called with each file's name and bytes (main: the main file).

@@ -248,7 +248,7 @@ compare_dirs (struct dir_check *d)
   }
 }
 
-int
+static int
 dir_load (struct dir_check *d)
 {
   uint64_t t;
@@ -409,7 +409,7 @@ judge_table (struct dir_check *d, uint64_t t, unsigned src,
   return 0;
 }
 
-static int
+int
 cmp_fix (const void *a, const void *b)
 {
   const struct fix *x = a, *y = b;
@@ -461,7 +461,7 @@ on_odd_conflict (void *opaque, const struct odd_grain *g, enum claim why,
     o->r = add_fix (d, g->t, g->i, FIX_RELOCATE, 0, g->start / SECTOR);
 }
 
-int
+static int
 dir_walk (struct dir_check *d)
 {
   struct batch b[2] = { { 0 }, { 0 } };
@@ -496,6 +496,25 @@ dir_walk (struct dir_check *d)
   free (b[0].buf);
   free (b[1].buf);
   return r;
+}
+
+int
+dir_check_file (struct dir_check *d, struct checker *c,
+                const struct extent_file *f, struct space *space,
+                judge_fn judge, void *opaque, bool tables_movable)
+{
+  d->c = c;
+  d->io = f->io;
+  d->file_size = f->file_size;
+  d->extent_start = f->extent_start;
+  d->extent_length = f->extent_length;
+  d->space = space;
+  d->judge = judge;
+  d->opaque = opaque;
+  d->tables_movable = tables_movable;
+  if (dir_load (d) == -1 || dir_walk (d) == -1)
+    return -1;
+  return 0;
 }
 
 bool

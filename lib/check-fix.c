@@ -322,38 +322,30 @@ fix_directories (struct dir_check *d, struct alloc *a,
   return r;
 }
 
-/* A grain to move: the entry naming it, where it is and where it goes
- * (slots of the grain size).
+/* Moves are fixes (FIX_RELOCATE) whose new place is known: old and
+ * value are the sectors the grain moves from and to.
  */
-struct move {
-  uint64_t t;
-  uint32_t i;
-  uint64_t from, to;
-};
-
 static int
-cmp_move_from (const void *a, const void *b)
+cmp_fix_old (const void *a, const void *b)
 {
-  const struct move *x = a, *y = b;
+  const struct fix *x = a, *y = b;
 
-  return x->from < y->from ? -1 : x->from > y->from;
+  return x->old < y->old ? -1 : x->old > y->old;
 }
 
 /* Find the entry naming each grain to move (there is one: the file is
- * consistent when this runs).  Returns how many were found.
+ * consistent when this runs).
  */
 static int
-find_entries (struct dir_check *d, struct move *mv, size_t n,
-              size_t *found)
+find_entries (struct dir_check *d, struct fix *mv, size_t n)
 {
   struct batch b[2] = { { 0 }, { 0 } };
   const unsigned char *e;
-  uint64_t t, off;
+  uint64_t t;
   uint32_t i;
   int src, r = 0;
 
-  *found = 0;
-  qsort (mv, n, sizeof *mv, cmp_move_from);
+  qsort (mv, n, sizeof *mv, cmp_fix_old);
   for (t = 0; r == 0 && t < d->nr_gts; ++t) {
     src = effective_copy (d, t);
     if (src < 0)
@@ -364,17 +356,14 @@ find_entries (struct dir_check *d, struct move *mv, size_t n,
       break;
     }
     for (i = 0; i < d->gtes_per_gt; ++i) {
-      struct move key, *m;
+      struct fix key = { .old = get_le32 (e + i * 4) }, *m;
 
-      off = (uint64_t) get_le32 (e + i * 4) * SECTOR;
-      if (off == 0 || off % d->grain_bytes != 0)
+      if (key.old == 0)
         continue;
-      key.from = off / d->grain_bytes;
-      m = bsearch (&key, mv, n, sizeof *mv, cmp_move_from);
+      m = bsearch (&key, mv, n, sizeof *mv, cmp_fix_old);
       if (m && m->t == UINT64_MAX) {
         m->t = t;
         m->i = i;
-        ++*found;
       }
     }
   }
@@ -387,7 +376,7 @@ find_entries (struct dir_check *d, struct move *mv, size_t n,
  * copy (all in place: the structure was repaired first).
  */
 static int
-update_table (struct dir_check *d, uint64_t t, const struct move *mv,
+update_table (struct dir_check *d, uint64_t t, const struct fix *mv,
               size_t n, unsigned char *tab)
 {
   unsigned k;
@@ -402,51 +391,44 @@ update_table (struct dir_check *d, uint64_t t, const struct move *mv,
     if (io_pread_full (d->io, tab, d->gt_bytes, off, table_name (k)) == -1)
       return -1;
     for (j = 0; j < n; ++j)
-      put_le32 (tab + mv[j].i * 4, mv[j].to * d->grain_bytes / SECTOR);
+      put_le32 (tab + mv[j].i * 4, mv[j].value);
     if (d->io->ops->pwrite (d->io, tab, d->gt_bytes, off) == -1)
       return -1;
   }
   return 0;
 }
 
-static int
-cmp_move_entry (const void *a, const void *b)
-{
-  const struct move *x = a, *y = b;
-
-  if (x->t != y->t)
-    return x->t < y->t ? -1 : 1;
-  return x->i < y->i ? -1 : x->i > y->i;
-}
-
 int
 fix_move_grains (struct dir_check *d, const uint64_t *holes,
                  const uint64_t *grains, size_t n)
 {
-  struct move *mv = malloc ((n ? n : 1) * sizeof *mv);
+  struct fix *mv = malloc ((n ? n : 1) * sizeof *mv);
   unsigned char *tab = malloc (d->gt_bytes);
-  size_t found, j, k;
+  uint64_t sectors = d->grain_bytes / SECTOR;
+  size_t j, k;
   int r = -1;
 
   if (mv == NULL || tab == NULL) {
     vmdk_error (ENOMEM, "malloc: %m");
     goto out;
   }
+  /* Slots of grains that entries name fit their 32-bit sectors. */
   for (j = 0; j < n; ++j)
-    mv[j] = (struct move) { .t = UINT64_MAX, .from = grains[j],
-                            .to = holes[j] };
-  if (find_entries (d, mv, n, &found) == -1)
+    mv[j] = (struct fix) { .t = UINT64_MAX, .kind = FIX_RELOCATE,
+                           .old = grains[j] * sectors,
+                           .value = holes[j] * sectors };
+  if (find_entries (d, mv, n) == -1)
     goto out;
   /* 1. The data, synced. */
   for (j = 0; j < n; ++j)
     if (mv[j].t != UINT64_MAX &&
-        copy_bytes (d->io, mv[j].from * d->grain_bytes,
-                    mv[j].to * d->grain_bytes, d->grain_bytes) == -1)
+        copy_bytes (d->io, (uint64_t) mv[j].old * SECTOR,
+                    (uint64_t) mv[j].value * SECTOR, d->grain_bytes) == -1)
       goto out;
   if (d->io->ops->flush (d->io) == -1)
     goto out;
   /* 2. The entries, table by table, synced. */
-  qsort (mv, n, sizeof *mv, cmp_move_entry);
+  qsort (mv, n, sizeof *mv, cmp_fix);
   for (j = 0; j < n && mv[j].t != UINT64_MAX; j = k) {
     for (k = j; k < n && mv[k].t == mv[j].t; ++k)
       ;

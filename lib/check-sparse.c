@@ -182,16 +182,7 @@ walk (struct sparse_ctx *s)
 {
   struct dir_check *d = &s->d;
 
-  d->c = s->c;
-  d->io = s->f->io;
-  d->file_size = s->f->file_size;
-  d->extent_start = s->f->extent_start;
-  d->extent_length = s->f->extent_length;
-  d->space = &s->space;
-  d->judge = judge_grain;
-  d->opaque = s;
-  d->tables_movable = true;
-  if (dir_load (d) == -1 || dir_walk (d) == -1)
+  if (dir_check_file (d, s->c, s->f, &s->space, judge_grain, s, true) == -1)
     return -1;
   s->walked = true;
   if (s->space.odd_overflow)

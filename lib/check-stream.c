@@ -455,16 +455,8 @@ check_tables (struct stream_ctx *s)
                       MIN (h->desc_size, s->f->file_size / SECTOR) * SECTOR,
                       "descriptor", -1, 0) == -1)
     return -1;
-  d->c = s->c;
-  d->io = s->f->io;
-  d->file_size = s->f->file_size;
-  d->extent_start = s->f->extent_start;
-  d->extent_length = s->f->extent_length;
-  d->space = &s->space;
-  d->judge = judge_stream;
-  d->opaque = s;
-  d->tables_movable = false;
-  if (dir_load (d) == -1 || dir_walk (d) == -1 ||
+  if (dir_check_file (d, s->c, s->f, &s->space, judge_stream, s,
+                      false) == -1 ||
       check_table_markers (s) == -1)
     return -1;
   s->walked = true;

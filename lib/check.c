@@ -24,7 +24,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -308,9 +307,6 @@ static int
 check_extent_file (struct checker *c, struct extent_file *f,
                    const struct descriptor_extent *de)
 {
-  unsigned char magic[4];
-  int64_t n;
-
   switch (de->type) {
   case EXTENT_FLAT:
     check_flat (c, f, de->offset);
@@ -322,13 +318,12 @@ check_extent_file (struct checker *c, struct extent_file *f,
     return check_sesparse (c, f);
   case EXTENT_SPARSE:
   case EXTENT_VMFSSPARSE:
-    n = f->io->ops->pread (f->io, magic, sizeof magic, 0);
-    if (n == -1)
-      return -1;
-    if (n == 4 && sparse_header_is_magic (magic))
-      return check_kdmv (c, f);
-    if (n == 4 && cowd_is_magic (magic))
-      return check_cowd (c, f);
+    switch (image_sparse_magic (f->io)) {
+    case SPARSE_KDMV: return check_kdmv (c, f);
+    case SPARSE_COWD: return check_cowd (c, f);
+    case SPARSE_NEITHER: break;
+    default: return -1;
+    }
     check_report (c, VMDK_CHECK_CORRUPT, "header-invalid",
                   where_at ("header", -1, -1, 0, -1), "%s: a sparse extent "
                   "with neither \"KDMV\" nor \"COWD\" magic", c->file);
@@ -468,27 +463,15 @@ int
 vmdk_check (const char *path, const struct vmdk_check_options *opts,
             struct vmdk_check_summary *sum)
 {
-  char *real, *dir = NULL, *base = NULL;
   struct vmdk_source *src;
-  int r = -1;
+  char *name;
+  int r;
 
-  real = realpath (path, NULL);
-  if (real == NULL)
-    return vmdk_error (errno, "realpath: %s: %m", path);
-  dir = strdup (real);
-  base = strdup (real);
-  if (dir == NULL || base == NULL) {
-    vmdk_error (ENOMEM, "strdup: %m");
-    goto out;
-  }
-  src = vmdk_source_posix_new (dirname (dir), &opts->files);
-  if (src) {
-    r = vmdk_check_source (src, basename (base), opts, sum);
-    src->ops->close (src);
-  }
- out:
-  free (real);
-  free (dir);
-  free (base);
+  src = image_path_source (path, &opts->files, &name);
+  if (src == NULL)
+    return -1;
+  r = vmdk_check_source (src, name, opts, sum);
+  src->ops->close (src);
+  free (name);
   return r;
 }

@@ -211,6 +211,9 @@ struct fix {
   uint8_t kind;
 };
 
+/* Order fixes by table and entry (qsort). */
+extern int cmp_fix (const void *a, const void *b);
+
 struct dir_check;
 /* Judge value v (not 0) of entry i of table t of copy k, at byte
  * entry_offset of the file; report what is wrong if report.
@@ -259,14 +262,17 @@ struct sparse_header;
 extern const char *dir_from_header (struct dir_check *d, struct checker *c,
                                     const struct sparse_header *h,
                                     uint64_t extent_length);
-/* Set up d for the directories already described in it (nr_gts,
- * gtes_per_gt, copies, dir_start, grain_bytes, space...): check the
- * directory regions, read them, register them and every table as
- * metadata, seal the metadata and classify the tables.
+/* Check the directories of file f described in d (nr_gts,
+ * gtes_per_gt, copies, dir_start, grain_bytes), entries judged by
+ * judge, with the file's metadata so far in space: the directory
+ * regions are checked, read, registered with every table, the
+ * metadata sealed, the tables classified (dir_load); then every table
+ * is walked, the copies compared, the entries judged and the fixes
+ * planned (dir_walk).
  */
-extern int dir_load (struct dir_check *d);
-/* Walk every table: compare the copies, judge the entries, plan. */
-extern int dir_walk (struct dir_check *d);
+extern int dir_check_file (struct dir_check *d, struct checker *c,
+                           const struct extent_file *f, struct space *space,
+                           judge_fn judge, void *opaque, bool tables_movable);
 extern void dir_free (struct dir_check *d);
 /* The name of a directory or table copy (0 primary, 1 redundant). */
 extern const char *dir_name (unsigned copy);

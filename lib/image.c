@@ -261,13 +261,26 @@ image_read_main_file (struct vmdk_io *io, struct main_file *m)
   return -1;
 }
 
-static int
-init_extent (struct vmdk_image *img, struct extent *e,
-             const struct descriptor_extent *de, struct vmdk_io *self)
+int
+image_sparse_magic (struct vmdk_io *io)
 {
   unsigned char magic[4];
   int64_t n;
 
+  n = io->ops->pread (io, magic, sizeof magic, 0);
+  if (n == -1)
+    return -1;
+  if (n == 4 && sparse_header_is_magic (magic))
+    return SPARSE_KDMV;
+  if (n == 4 && cowd_is_magic (magic))
+    return SPARSE_COWD;
+  return SPARSE_NEITHER;
+}
+
+static int
+init_extent (struct vmdk_image *img, struct extent *e,
+             const struct descriptor_extent *de, struct vmdk_io *self)
+{
   if (de->type != EXTENT_ZERO) {
     e->io = self ? self : open_extent_file (img, de->filename);
     if (e->io == NULL)
@@ -283,18 +296,14 @@ init_extent (struct vmdk_image *img, struct extent *e,
     return extent_flat_init (e, 0);
   case EXTENT_SPARSE:
   case EXTENT_VMFSSPARSE:
-    /* Both hosted sparse (KDMV) and COWD files appear under either
-     * name; the magic decides.
-     */
-    n = e->io->ops->pread (e->io, magic, sizeof magic, 0);
-    if (n == -1)
-      return -1;
-    if (n == 4 && sparse_header_is_magic (magic))
-      return extent_sparse_init (e, img->cache);
-    if (n == 4 && cowd_is_magic (magic))
-      return extent_cowd_init (e, img->cache);
-    return vmdk_error (EINVAL, "%s: sparse extent has neither \"KDMV\" nor "
-                       "\"COWD\" magic", e->io->name);
+    switch (image_sparse_magic (e->io)) {
+    case SPARSE_KDMV: return extent_sparse_init (e, img->cache);
+    case SPARSE_COWD: return extent_cowd_init (e, img->cache);
+    case SPARSE_NEITHER:
+      return vmdk_error (EINVAL, "%s: sparse extent has neither \"KDMV\" "
+                         "nor \"COWD\" magic", e->io->name);
+    default: return -1;
+    }
   case EXTENT_SESPARSE:
     return extent_sesparse_init (e, img->cache);
   }
@@ -472,31 +481,45 @@ image_open_hint (struct vmdk_source *src, const char *hint,
   return open_top (src, false, hint, true, opts);
 }
 
-struct vmdk_image *
-vmdk_open (const char *path, const struct vmdk_options *opts)
+struct vmdk_source *
+image_path_source (const char *path, const struct vmdk_file_policy *policy,
+                   char **name)
 {
-  char *real, *dir_copy, *base_copy;
-  struct vmdk_source *src;
-  struct vmdk_image *img = NULL;
+  char *real, *dir_copy = NULL;
+  struct vmdk_source *src = NULL;
 
+  *name = NULL;
   real = realpath (path, NULL);
   if (real == NULL) {
     vmdk_error (errno, "realpath: %s: %m", path);
     return NULL;
   }
   dir_copy = strdup (real);
-  base_copy = strdup (real);
-  if (dir_copy == NULL || base_copy == NULL) {
+  *name = strdup (basename (real));
+  if (dir_copy == NULL || *name == NULL)
     vmdk_error (ENOMEM, "strdup: %m");
-    goto out;
+  else
+    src = vmdk_source_posix_new (dirname (dir_copy), policy);
+  if (src == NULL) {
+    free (*name);
+    *name = NULL;
   }
-  src = vmdk_source_posix_new (dirname (dir_copy), opts ? &opts->files : NULL);
-  if (src)
-    img = vmdk_open_source (src, basename (base_copy), opts);
- out:
   free (real);
   free (dir_copy);
-  free (base_copy);
+  return src;
+}
+
+struct vmdk_image *
+vmdk_open (const char *path, const struct vmdk_options *opts)
+{
+  struct vmdk_source *src;
+  struct vmdk_image *img = NULL;
+  char *name;
+
+  src = image_path_source (path, opts ? &opts->files : NULL, &name);
+  if (src)
+    img = vmdk_open_source (src, name, opts);
+  free (name);
   return img;
 }
 

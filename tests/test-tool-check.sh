@@ -323,8 +323,9 @@ refuse_repair flatbad/d.vmdk 2
 # The parent's CID changed after the snapshot.
 cp -r chain chainbad
 cid=$(( $(grep -boa '^CID=' chainbad/base.vmdk | head -n1 | cut -d: -f1) + 4 ))
-printf 0badcafe | dd of=chainbad/base.vmdk bs=1 seek=$cid conv=notrunc \
-    status=none
+old=$(grep -a -m1 '^CID=' chainbad/base.vmdk | cut -d= -f2 | tr -dc 0-9a-f)
+printf "%0${#old}x" $(( (16#$old + 1) % (1 << (4 * ${#old})) )) |
+    dd of=chainbad/base.vmdk bs=1 seek=$cid conv=notrunc status=none
 expect_check 2 chainbad/child.vmdk cid-mismatch
 refuse_repair chainbad/child.vmdk 2
 

@@ -23,20 +23,15 @@
 #include "tool.h"
 #include "vmdk.h"
 
-static const char *const kind_names[] = {
-  [VMDK_CHECK_CORRUPT] = "corruption",
-  [VMDK_CHECK_LEAK] = "leak",
-  [VMDK_CHECK_NOTE] = "note",
-  [VMDK_CHECK_REPAIRED] = "repaired",
-  [VMDK_CHECK_NOT_REPAIRED] = "not-repaired",
-};
-
-static const char *const kind_labels[] = {
-  [VMDK_CHECK_CORRUPT] = "ERROR",
-  [VMDK_CHECK_LEAK] = "Leaked",
-  [VMDK_CHECK_NOTE] = "Note",
-  [VMDK_CHECK_REPAIRED] = "Repaired",
-  [VMDK_CHECK_NOT_REPAIRED] = "Not repaired",
+/* Each kind of finding: its JSON name and its text label. */
+static const struct {
+  const char *name, *label;
+} kinds[] = {
+  [VMDK_CHECK_CORRUPT] = { "corruption", "ERROR" },
+  [VMDK_CHECK_LEAK] = { "leak", "Leaked" },
+  [VMDK_CHECK_NOTE] = { "note", "Note" },
+  [VMDK_CHECK_REPAIRED] = { "repaired", "Repaired" },
+  [VMDK_CHECK_NOT_REPAIRED] = { "not-repaired", "Not repaired" },
 };
 
 /* ------------------------------------------------------------------ */
@@ -113,7 +108,7 @@ json_key_int (const char *key, int64_t value)
 static void
 json_finding (const struct vmdk_check_finding *f)
 {
-  printf ("    { \"kind\": \"%s\"", kind_names[f->kind]);
+  printf ("    { \"kind\": \"%s\"", kinds[f->kind].name);
   json_key_string ("code", f->code);
   json_key_string ("file", f->file);
   json_key_string ("table", f->table);
@@ -151,7 +146,7 @@ on_finding (void *opaque, const struct vmdk_check_finding *f)
     f->kind == VMDK_CHECK_NOT_REPAIRED;
 
   if (!out->json) {
-    printf ("%s: %s\n", kind_labels[f->kind], f->message);
+    printf ("%s: %s\n", kinds[f->kind].label, f->message);
     return;
   }
   /* Findings all come before the repairs. */
