@@ -105,13 +105,16 @@ overlaps (uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 }
 
 /* A directory must lie inside the file, clear of the header and of
- * the primary directory.
+ * the primary directory (else it is unusable: false), and of the
+ * descriptor or a footer (else it is what the disk reads, but must
+ * move: d->dir_move).
  */
 static bool
 dir_region_ok (struct dir_check *d, unsigned k)
 {
   uint64_t start = d->dir_start[k], bytes = d->nr_gts * 4;
   struct where w = where_at (dir_name (k), -1, -1, start, -1);
+  const struct meta *m;
 
   if (start < SECTOR || start > d->file_size ||
       bytes > d->file_size - start) {
@@ -130,6 +133,15 @@ dir_region_ok (struct dir_check *d, unsigned k)
                   "overlaps the grain directory (byte %" PRIu64 ")",
                   d->c->file, start, d->dir_start[0]);
     return false;
+  }
+  m = space_first_overlap (d->space, start, bytes);
+  if (m) {
+    check_report (d->c, VMDK_CHECK_CORRUPT, "directory-overlaps", w,
+                  "%s: the %s (bytes %" PRIu64 "-%" PRIu64 ") overlaps the "
+                  "%s (bytes %" PRIu64 "-%" PRIu64 ")", d->c->file,
+                  dir_name (k), start, start + bytes - 1, m->table,
+                  m->start, m->end - 1);
+    d->dir_move[k] = true;
   }
   return true;
 }
@@ -501,7 +513,8 @@ dir_walk (struct dir_check *d)
 int
 dir_check_file (struct dir_check *d, struct checker *c,
                 const struct extent_file *f, struct space *space,
-                judge_fn judge, void *opaque, bool tables_movable)
+                judge_fn judge, void *opaque, bool tables_movable,
+                bool dirs_movable)
 {
   d->c = c;
   d->io = f->io;
@@ -512,6 +525,7 @@ dir_check_file (struct dir_check *d, struct checker *c,
   d->judge = judge;
   d->opaque = opaque;
   d->tables_movable = tables_movable;
+  d->dirs_movable = dirs_movable;
   if (dir_load (d) == -1 || dir_walk (d) == -1)
     return -1;
   return 0;
@@ -521,7 +535,7 @@ bool
 dir_needs_repair (const struct dir_check *d)
 {
   return d->nr_fixes > 0 || d->copies_differ || d->too_many_fixes ||
-    d->misplaced ||
+    d->misplaced || d->dir_move[0] || d->dir_move[1] ||
     !d->dir_ok[0] || (d->copies == 2 && !d->dir_ok[1]) ||
     d->min_size > d->file_size;
 }

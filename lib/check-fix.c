@@ -88,6 +88,13 @@ copy_bytes (struct vmdk_io *io, uint64_t from, uint64_t to, uint64_t len)
   return r;
 }
 
+/* Does directory copy k get a new place? */
+static bool
+moves_dir (const struct dir_check *d, unsigned k)
+{
+  return !d->dir_ok[k] || d->dir_move[k];
+}
+
 /* Does table t of copy k stay where it is? */
 static bool
 in_place (const struct dir_check *d, unsigned k, uint64_t t)
@@ -98,16 +105,17 @@ in_place (const struct dir_check *d, unsigned k, uint64_t t)
 const char *
 dir_plan_refusal (const struct dir_check *d)
 {
-  uint64_t t;
+  uint64_t t, copies = 0;
   unsigned k;
   size_t j;
-
-  uint64_t copies = 0;
 
   if (d->too_many_fixes)
     return "more entries to fix than one run of the repair handles";
   if (!d->dir_ok[0] && (d->copies < 2 || !d->dir_ok[1]))
     return "no copy of the grain directory is usable";
+  for (k = 0; k < d->copies; ++k)
+    if (!d->dirs_movable && (!d->dir_ok[k] || d->dir_move[k]))
+      return "a grain directory cannot move within this kind of file";
   for (j = 0; j < d->nr_fixes; ++j)
     copies += d->fixes[j].kind == FIX_RELOCATE;
   /* Many entries naming one grain (a hostile table) would each get a
@@ -119,8 +127,6 @@ dir_plan_refusal (const struct dir_check *d)
     return NULL;
   if (copies)
     return "shared grains cannot be copied within this kind of file";
-  if (!d->dir_ok[0] || (d->copies == 2 && !d->dir_ok[1]))
-    return "a grain directory cannot move within this kind of file";
   for (t = 0; t < d->nr_gts; ++t)
     for (k = 0; effective_copy (d, t) >= 0 && k < d->copies; ++k)
       if (!in_place (d, k, t))
@@ -191,7 +197,7 @@ write_new_space (struct dir_check *d, struct alloc *a, struct batch *b,
     f->value = off / SECTOR;
   }
   for (k = 0; k < d->copies; ++k)
-    if (!d->dir_ok[k] &&
+    if (moves_dir (d, k) &&
         alloc_bytes (a, d->dir_span, SECTOR, &new_dir[k]) == -1)
       return -1;
   for (t = 0; t < d->nr_gts; ++t) {
@@ -299,7 +305,7 @@ fix_directories (struct dir_check *d, struct alloc *a,
   if (write_new_space (d, a, b, gde, changed, new_dir, m) == -1)
     goto out;
   for (k = 0; k < d->copies; ++k)
-    if (!d->dir_ok[k] && write_dir (d, gde[k], new_dir[k]) == -1)
+    if (moves_dir (d, k) && write_dir (d, gde[k], new_dir[k]) == -1)
       goto out;
   if ((before_meta && before_meta (opaque, a->next) == -1) ||
       io->ops->flush (io) == -1)
@@ -309,7 +315,7 @@ fix_directories (struct dir_check *d, struct alloc *a,
     goto out;
   /* 3. Directory entries in place, synced. */
   for (k = 0; k < d->copies; ++k)
-    if (d->dir_ok[k] && changed[k] &&
+    if (!moves_dir (d, k) && changed[k] &&
         write_dir (d, gde[k], d->dir_start[k]) == -1)
       goto out;
   r = io->ops->flush (io);

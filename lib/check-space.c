@@ -155,6 +155,17 @@ space_seal_meta (struct space *s, meta_overlap_fn fn, void *opaque)
 }
 
 const struct meta *
+space_first_overlap (const struct space *s, uint64_t start, uint64_t len)
+{
+  size_t k;
+
+  for (k = 0; k < s->nr_meta; ++k)
+    if (start < s->meta[k].end && s->meta[k].start < start + len)
+      return &s->meta[k];
+  return NULL;
+}
+
+const struct meta *
 space_find_meta (const struct space *s, uint64_t start, uint64_t end)
 {
   size_t lo = 0, hi = s->nr_meta, k;

@@ -84,7 +84,7 @@ report_fixes (struct sparse_ctx *s)
                   " bytes over grains and tables it cut short", s->c->file,
                   d->file_size, d->min_size);
   if (d->copies_differ || d->misplaced || !d->dir_ok[0] ||
-      (d->copies == 2 && !d->dir_ok[1]))
+      (d->copies == 2 && !d->dir_ok[1]) || d->dir_move[0] || d->dir_move[1])
     check_report (s->c, VMDK_CHECK_REPAIRED, "rebuilt-directories",
                   where_file (), "%s: made both copies of the grain "
                   "directory and tables agree, rebuilding the damaged or "
@@ -99,8 +99,10 @@ repair_structure (struct sparse_ctx *s)
 {
   struct dir_check *d = &s->d;
   uint64_t new_dir[2] = { 0, 0 };
+  unsigned char buf[8];
   struct alloc a;
   const char *why;
+  unsigned k;
 
   if (!dir_needs_repair (d))
     return 0;
@@ -123,21 +125,13 @@ repair_structure (struct sparse_ctx *s)
   if (fix_directories (d, &a, new_dir, s->cowd ? raise_next_free : NULL,
                        s) == -1)
     return -1;
-  /* A directory that moved: point the header at it. */
-  if (s->cowd && new_dir[0] &&
-      write_u32_sync (s->f->io, COWD_OFF_GD, new_dir[0] / SECTOR) == -1)
-    return -1;
-  if (!s->cowd) {
-    unsigned char buf[8];
-    unsigned k;
-
-    for (k = 0; k < 2; ++k) {
-      if (new_dir[k] == 0)
-        continue;
-      put_le64 (buf, new_dir[k] / SECTOR);
-      if (fix_write_sync (s->f->io, buf, 8, k ? 48 : 56) == -1)
-        return -1;
-    }
+  /* A directory that moved (KDMV only): point the header at it. */
+  for (k = 0; k < 2; ++k) {
+    if (new_dir[k] == 0)
+      continue;
+    put_le64 (buf, new_dir[k] / SECTOR);
+    if (fix_write_sync (s->f->io, buf, 8, k ? 48 : 56) == -1)
+      return -1;
   }
   report_fixes (s);
   return 1;

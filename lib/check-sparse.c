@@ -182,7 +182,9 @@ walk (struct sparse_ctx *s)
 {
   struct dir_check *d = &s->d;
 
-  if (dir_check_file (d, s->c, s->f, &s->space, judge_grain, s, true) == -1)
+  /* COWD's grains start where its directory ends: it cannot move. */
+  if (dir_check_file (d, s->c, s->f, &s->space, judge_grain, s, true,
+                      !s->cowd) == -1)
     return -1;
   s->walked = true;
   if (s->space.odd_overflow)

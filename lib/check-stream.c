@@ -447,7 +447,10 @@ check_tables (struct stream_ctx *s)
   const struct sparse_header *h = &s->h;
 
   if (space_init (&s->space, s->f->file_size, 0) == -1 ||
-      space_add_meta (&s->space, 0, SECTOR, "header", -1, 0) == -1)
+      space_add_meta (&s->space, 0, SECTOR, "header", -1, 0) == -1 ||
+      (s->footer_ok &&
+       space_add_meta (&s->space, s->f->file_size - 3 * SECTOR, 3 * SECTOR,
+                       "footer", -1, 0) == -1))
     return -1;
   if (h->desc_offset && h->desc_size &&
       h->desc_offset < s->f->file_size / SECTOR &&
@@ -456,7 +459,7 @@ check_tables (struct stream_ctx *s)
                       "descriptor", -1, 0) == -1)
     return -1;
   if (dir_check_file (d, s->c, s->f, &s->space, judge_stream, s,
-                      false) == -1 ||
+                      false, false) == -1 ||
       check_table_markers (s) == -1)
     return -1;
   s->walked = true;

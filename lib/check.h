@@ -147,6 +147,11 @@ typedef void (*meta_overlap_fn) (void *opaque, const struct meta *first,
                                  const struct meta *intruder);
 extern int space_seal_meta (struct space *s, meta_overlap_fn fn,
                             void *opaque);
+/* Before sealing: the first structure registered that overlaps
+ * [start, start+len), or NULL.
+ */
+extern const struct meta *space_first_overlap (const struct space *s,
+                                               uint64_t start, uint64_t len);
 /* The metadata structure overlapping [start, end), or NULL. */
 extern const struct meta *space_find_meta (const struct space *s,
                                            uint64_t start, uint64_t end);
@@ -235,7 +240,9 @@ struct dir_check {
   unsigned copies;              /* 2 with a redundant directory */
   uint64_t dir_start[2];        /* bytes */
   uint64_t dir_span;            /* bytes of one directory on disk */
-  bool dir_ok[2];
+  bool dir_ok[2];                /* read (inside the file) */
+  bool dir_move[2];             /* read, but must move */
+  bool dirs_movable;            /* a directory may move */
   uint32_t *gde[2];             /* the directories as read (sectors) */
   uint8_t *loc[2];              /* enum loc of each table of each copy */
   struct space *space;
@@ -272,7 +279,8 @@ extern const char *dir_from_header (struct dir_check *d, struct checker *c,
  */
 extern int dir_check_file (struct dir_check *d, struct checker *c,
                            const struct extent_file *f, struct space *space,
-                           judge_fn judge, void *opaque, bool tables_movable);
+                           judge_fn judge, void *opaque, bool tables_movable,
+                           bool dirs_movable);
 extern void dir_free (struct dir_check *d);
 /* The name of a directory or table copy (0 primary, 1 redundant). */
 extern const char *dir_name (unsigned copy);
