@@ -200,6 +200,23 @@ usage (FILE *f)
   fprintf (f, "usage: vmdk check [--json] [--repair] IMAGE\n");
 }
 
+/* The check failed (the image could not be opened, or read): the
+ * JSON document gets an "error" member, so that it stays valid.
+ */
+static int
+fail (struct output *out, bool nested)
+{
+  fflush (stdout);
+  if (out->json) {
+    json_close_array (out);
+    fputs (",\n  \"error\": ", stdout);
+    json_string (vmdk_errmsg ());
+    fputs (nested ? "\n  }\n}\n" : "\n}\n", stdout);
+  }
+  tool_engine_error ();
+  return EXIT_ERROR;
+}
+
 int
 cmd_check (int argc, char **argv)
 {
@@ -235,11 +252,8 @@ cmd_check (int argc, char **argv)
     json_string (image);
     fputs (",\n  \"findings\": [", stdout);
   }
-  if (vmdk_check (image, &opts, &sum) == -1) {
-    fflush (stdout);
-    tool_engine_error ();
-    return EXIT_ERROR;
-  }
+  if (vmdk_check (image, &opts, &sum) == -1)
+    return fail (&out, false);
   if (out.json) {
     json_close_array (&out);
     fputs (",\n", stdout);
@@ -247,33 +261,31 @@ cmd_check (int argc, char **argv)
     printf (",\n  \"repaired\": %" PRIu64 ",\n  \"not-repaired\": %" PRIu64,
             sum.repairs, sum.not_repaired);
   }
-  else if (!opts.repair || sum.repairs + sum.not_repaired == 0)
-    text_summary (&sum);
   if (!opts.repair || sum.repairs + sum.not_repaired == 0) {
     if (out.json)
       fputs ("\n}\n", stdout);
+    else
+      text_summary (&sum);
     return status_of (&sum);
   }
 
   /* Double check the repaired image. */
-  if (!out.json)
+  if (out.json)
+    fputs (",\n  \"after-repair\": {\n    \"findings\": [", stdout);
+  else
     printf ("\nThe following inconsistencies were found:\n"
             "    %" PRIu64 " corruptions\n    %" PRIu64 " leaks\n"
             "%" PRIu64 " repairs were made, %" PRIu64 " were refused.\n\n"
             "Double checking the repaired image now...\n", sum.corruptions,
             sum.leaks, sum.repairs, sum.not_repaired);
-  else
-    fputs (",\n  \"after-repair\": {\n    \"findings\": [", stdout);
   out.first = true;
   out.in_repairs = false;
   opts.repair = false;
-  if (vmdk_check (image, &opts, &after) == -1) {
-    fflush (stdout);
-    tool_engine_error ();
-    return EXIT_ERROR;
-  }
+  if (vmdk_check (image, &opts, &after) == -1)
+    return fail (&out, true);
   if (out.json) {
-    fputs (out.first ? "],\n" : "\n  ],\n", stdout);
+    json_close_array (&out);
+    fputs (",\n", stdout);
     json_summary (&after, "    ");
     fputs ("\n  }\n}\n", stdout);
   }
