@@ -99,6 +99,7 @@ stream_check_repair (struct stream_ctx *s, const unsigned char *buf)
   uint64_t new_dir[2] = { 0, 0 };
   struct alloc a = { .next = s->f->file_size, .grain_align = SECTOR,
                      .limit = s->f->file_size };
+  static const unsigned char zero[SECTOR];
   const char *why;
 
   if (s->stop) {
@@ -115,6 +116,20 @@ stream_check_repair (struct stream_ctx *s, const unsigned char *buf)
       return 0;
     }
     return rewrite_tail (s);
+  }
+  /* A footer without its end-of-stream marker: the last sector is
+   * the marker by the layout (all zeroes).
+   */
+  if (s->eos_bad) {
+    if (fix_write_sync (s->f->io, zero, SECTOR,
+                        s->f->file_size - SECTOR) == -1)
+      return -1;
+    check_report (s->c, VMDK_CHECK_REPAIRED, "rewrote-eos", where_file (),
+                  "%s: wrote the end-of-stream marker after the footer",
+                  s->c->file);
+    stream_check_release (s);
+    if (stream_check_analyze (s, buf) == -1)
+      return -1;
   }
   if (s->walked && dir_needs_repair (d)) {
     why = dir_plan_refusal (d);

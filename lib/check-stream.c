@@ -84,8 +84,6 @@ read_footer (struct stream_ctx *s)
     return -1;
   if (get_le32 (marker + 8) != 0 || get_le32 (marker + 12) != MARKER_FOOTER)
     what = "no footer marker in the third sector from the end";
-  else if (!all_zero (eos, 16) || get_le32 (eos + 12) != MARKER_EOS)
-    what = "no end-of-stream marker in the last sector";
   else if (sparse_header_decode (footer, &f, file) == -1)
     what = vmdk_errmsg ();
   else if (f.gd_offset == SPARSE_GD_AT_END)
@@ -106,6 +104,14 @@ read_footer (struct stream_ctx *s)
                   "%s: the footer (byte %" PRIu64 ") disagrees with the "
                   "header on version, capacity, grain, table size, "
                   "descriptor or overHead", file, at + SECTOR);
+  if (!all_zero (eos, 16) || get_le32 (eos + 12) != MARKER_EOS) {
+    check_report (s->c, VMDK_CHECK_CORRUPT, "eos-missing",
+                  where_at ("stream", -1, -1, at + 2 * SECTOR, -1),
+                  "%s: the footer is followed by no end-of-stream marker "
+                  "(the last sector, byte %" PRIu64 ")", file,
+                  at + 2 * SECTOR);
+    s->eos_bad = true;
+  }
   s->footer_unclean = f.unclean_shutdown != 0;
   s->footer_ok = true;
   s->h = f;                     /* "the footer takes precedence" */
@@ -533,7 +539,7 @@ stream_check_release (struct stream_ctx *s)
   stream_free (s->reader);
   memset (&s->d, 0, sizeof s->d);
   s->reader = NULL;
-  s->maps_ok = s->walked = s->torn = s->footer_ok = false;
+  s->maps_ok = s->walked = s->torn = s->footer_ok = s->eos_bad = false;
   s->markers = s->named = s->named_older = s->leaks = s->gd_marker = 0;
 }
 

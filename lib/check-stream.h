@@ -24,6 +24,7 @@ struct stream_ctx {
   bool header_ok;
   bool at_end;                  /* gdOffset is GD_AT_END */
   bool footer_ok;
+  bool eos_bad;                 /* a footer, but no end-of-stream marker */
   bool header_unclean, footer_unclean;
   uint64_t nr_grains;
   struct stream *reader;
