@@ -33,7 +33,7 @@ requires_plugin
 requires_cmds nbdkit qemu-img qemu-io jq cmp dd od truncate sed
 requires qemu-img --version
 
-vmdk=$abs_top_builddir/tool/vmdk
+vmdk=${VMDK_TOOL:-$abs_top_builddir/tool/vmdk}
 check_stream=$abs_builddir/check-stream
 if [ ! -x "$vmdk" ]; then
     echo "$0: $vmdk not built: test skipped"
