@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,35 @@ const char *
 table_name (unsigned copy)
 {
   return copy ? "redundant grain table" : "grain table";
+}
+
+struct where
+entry_where (const struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
+             int64_t entry_offset, uint32_t v)
+{
+  struct where w = where_at (table_name (k), t, i, entry_offset,
+                             (int64_t) v * SECTOR);
+
+  w.disk_offset = d->extent_start +
+    (t * d->gtes_per_gt + i) * d->grain_bytes;
+  w.disk_length = d->grain_bytes;
+  return w;
+}
+
+void
+report_entry (struct checker *c, const char *code, struct where w,
+              const char *fs, ...)
+{
+  char what[512];
+  va_list args;
+
+  va_start (args, fs);
+  vsnprintf (what, sizeof what, fs, args);
+  va_end (args);
+  check_report (c, VMDK_CHECK_CORRUPT, code, w, "%s: %s %" PRId64 " entry %"
+                PRId64 " (byte %" PRId64 ", disk offset %" PRIu64 ") = "
+                "sector %" PRId64 ": %s", c->file, w.table, w.index, w.entry,
+                w.offset, w.disk_offset, w.target / SECTOR, what);
 }
 
 const char *

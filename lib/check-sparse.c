@@ -42,23 +42,16 @@ judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
 {
   struct sparse_ctx *s = d->opaque;
   uint64_t off = (uint64_t) v * SECTOR, end = off + d->grain_bytes;
-  struct where w = where_at (table_name (k), t, i, entry_offset, off);
-  const char *file = s->c->file;
+  struct where w = entry_where (d, k, t, i, entry_offset, v);
   const struct meta *m;
   enum claim claim;
 
-  w.disk_offset = d->extent_start +
-    (t * d->gtes_per_gt + i) * d->grain_bytes;
-  w.disk_length = d->grain_bytes;
   if (v == s->zero_value)
     return V_OK;
   if (off >= d->file_size) {
     if (report)
-      check_report (s->c, VMDK_CHECK_CORRUPT, "grain-past-eof", w,
-                    "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                    ") = sector %" PRIu32 ": the grain lies past the end of "
-                    "the file (%" PRIu64 " bytes)", file, table_name (k), t,
-                    i, entry_offset, v, d->file_size);
+      report_entry (s->c, "grain-past-eof", w, "the grain lies past the end "
+                    "of the file (%" PRIu64 " bytes)", d->file_size);
     return V_CLEAR;
   }
   claim = space_claim (d->space, off, d->grain_bytes, t, i, &m);
@@ -66,11 +59,8 @@ judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
     return V_ERROR;
   if (claim == CLAIM_META) {
     if (report)
-      check_report (s->c, VMDK_CHECK_CORRUPT, "grain-in-metadata", w,
-                    "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                    ") = sector %" PRIu32 ": the grain lies over the %s%s "
-                    "(bytes %" PRIu64 "-%" PRIu64 ")%s", file,
-                    table_name (k), t, i, entry_offset, v, m->table,
+      report_entry (s->c, "grain-in-metadata", w, "the grain lies over the "
+                    "%s%s (bytes %" PRIu64 "-%" PRIu64 ")%s", m->table,
                     m->index >= 0 ? " named there" : "", m->start,
                     m->end - 1, v == 1 && !s->cowd ?
                     "; 1 means a zeroed grain only with header flag 0x4" :
@@ -79,11 +69,8 @@ judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
   }
   if (off < s->data_start || claim == CLAIM_SHARED) {
     if (report)
-      check_report (s->c, VMDK_CHECK_CORRUPT, off < s->data_start ?
-                    "grain-before-data" : "grain-shared", w,
-                    "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                    ") = sector %" PRIu32 ": %s", file, table_name (k), t,
-                    i, entry_offset, v, off < s->data_start ?
+      report_entry (s->c, off < s->data_start ? "grain-before-data" :
+                    "grain-shared", w, "%s", off < s->data_start ?
                     "the grain lies before the start of the grains "
                     "(overHead, or the end of the directory)" :
                     "another entry names the same grain");
@@ -92,11 +79,8 @@ judge_grain (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
   s->grains_end = MAX (s->grains_end, end);
   if (end > d->file_size) {
     if (report)
-      check_report (s->c, VMDK_CHECK_CORRUPT, "grain-cut-by-eof", w,
-                    "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                    ") = sector %" PRIu32 ": the grain is cut short by the "
-                    "end of the file (%" PRIu64 " bytes)", file,
-                    table_name (k), t, i, entry_offset, v, d->file_size);
+      report_entry (s->c, "grain-cut-by-eof", w, "the grain is cut short by "
+                    "the end of the file (%" PRIu64 " bytes)", d->file_size);
     d->min_size = MAX (d->min_size, end);
   }
   return V_OK;

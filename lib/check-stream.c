@@ -309,20 +309,15 @@ judge_stream (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
 {
   struct stream_ctx *s = d->opaque;
   uint64_t g = t * d->gtes_per_gt + i, off = (uint64_t) v * SECTOR;
-  struct where w = where_at (table_name (k), t, i, entry_offset, off);
+  struct where w = entry_where (d, k, t, i, entry_offset, v);
   struct run run;
 
-  w.disk_offset = d->extent_start + g * d->grain_bytes;
-  w.disk_length = d->grain_bytes;
   if (v == 1 && (s->h.flags & SPARSE_FLAG_ZERO_GRAIN))
     return V_OK;
   if (g >= s->nr_grains) {
     if (report)
-      check_report (s->c, VMDK_CHECK_CORRUPT, "grain-past-capacity", w,
-                    "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                    ") = sector %" PRIu32 " names a grain past the disk's "
-                    "capacity", s->c->file, table_name (k), t, i,
-                    entry_offset, v);
+      report_entry (s->c, "grain-past-capacity", w, "it names a grain past "
+                    "the disk's capacity");
     return V_CLEAR;
   }
   /* Named: what stays in found and damaged is leaked. */
@@ -344,10 +339,7 @@ judge_stream (struct dir_check *d, unsigned k, uint64_t t, uint32_t i,
   if (errno == ENOMEM)
     return V_ERROR;
   if (report)
-    check_report (s->c, VMDK_CHECK_CORRUPT, "grain-marker-bad", w,
-                  "%s: %s %" PRIu64 " entry %" PRIu32 " (byte %" PRId64
-                  ") = sector %" PRIu32 ": %s", s->c->file, table_name (k),
-                  t, i, entry_offset, v, vmdk_errmsg ());
+    report_entry (s->c, "grain-marker-bad", w, "%s", vmdk_errmsg ());
   return V_CLEAR;
 }
 

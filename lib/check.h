@@ -216,6 +216,20 @@ struct fix {
   uint8_t kind;
 };
 
+/* Where entry i of table t of copy k (at byte entry_offset of the file,
+ * value v) is, and the grain it names.
+ */
+struct dir_check;
+extern struct where entry_where (const struct dir_check *d, unsigned k,
+                                 uint64_t t, uint32_t i,
+                                 int64_t entry_offset, uint32_t v);
+/* Report a corrupt entry at w: "FILE: TABLE T entry I (byte B, disk
+ * offset D) = sector V: " and what fs says.
+ */
+extern void report_entry (struct checker *c, const char *code,
+                          struct where w, const char *fs, ...)
+  __attribute__ ((format (printf, 4, 5)));
+
 /* Order fixes by table and entry (qsort). */
 extern int cmp_fix (const void *a, const void *b);
 
