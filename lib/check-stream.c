@@ -46,6 +46,9 @@
 #include "stream.h"
 #include "stream-map.h"
 
+/* Memory for the maps of the grain markers found. */
+#define MAPS_BYTES (UINT64_C (256) << 20)
+
 
 
 /* ------------------------------------------------------------------ */
@@ -143,6 +146,33 @@ leak_marker (struct stream_ctx *s, uint64_t pos, uint64_t bytes,
                 " bytes) %s: leaked space", s->c->file, pos, bytes, why);
 }
 
+/* Remember a marker of grain g in m, while the maps take no more
+ * than MAPS_BYTES (each table of a map is allocated when a grain of
+ * it is first set: a hostile stream could name a new table with each
+ * marker).  Past that, leaks are not looked for, and entries are
+ * checked against the markers they name one by one.
+ */
+static int
+remember (struct stream_ctx *s, struct stream_map *m, uint64_t g,
+          uint32_t sector)
+{
+  uint64_t table_bytes = (uint64_t) m->gtes_per_gt * 4;
+
+  if (s->maps_full)
+    return 0;
+  if (m->tables[g / m->gtes_per_gt] == NULL) {
+    if (s->maps_bytes + table_bytes > MAPS_BYTES) {
+      s->maps_full = true;
+      check_report (s->c, VMDK_CHECK_NOTE, "not-checked-leaks",
+                    where_file (), "%s: too many grain markers in too many "
+                    "tables to look for leaked ones", s->c->file);
+      return 0;
+    }
+    s->maps_bytes += table_bytes;
+  }
+  return stream_map_set (m, g, sector);
+}
+
 /* A grain marker at pos (sector holds its first bytes).  Sets *next to
  * where the next item starts, or 0 to stop the walk.
  */
@@ -186,11 +216,11 @@ walk_grain (struct stream_ctx *s, uint64_t pos, const unsigned char *sector,
     if (old)
       leak_marker (s, (uint64_t) old * SECTOR, 0, "does not inflate and "
                    "was stored again");
-    return stream_map_set (&s->damaged, g, pos / SECTOR);
+    return remember (s, &s->damaged, g, pos / SECTOR);
   }
   s->markers++;
   s->intact_end = *next;
-  return stream_map_set (&s->found, g, pos / SECTOR);
+  return remember (s, &s->found, g, pos / SECTOR);
 }
 
 /* The order of metadata markers: GD, then footer, then EOS. */
@@ -462,7 +492,7 @@ check_tables (struct stream_ctx *s)
     return -1;
   s->walked = true;
   s->c->sum->grains += d->grains;
-  if (!s->torn && (d->dir_ok[0] || d->dir_ok[1]))
+  if (!s->torn && !s->maps_full && (d->dir_ok[0] || d->dir_ok[1]))
     report_orphans (s);
   return 0;
 }
@@ -532,6 +562,8 @@ stream_check_release (struct stream_ctx *s)
   memset (&s->d, 0, sizeof s->d);
   s->reader = NULL;
   s->maps_ok = s->walked = s->torn = s->footer_ok = s->eos_bad = false;
+  s->maps_full = false;
+  s->maps_bytes = 0;
   s->markers = s->named = s->named_older = s->leaks = s->gd_marker = 0;
 }
 

@@ -33,6 +33,8 @@ struct stream_ctx {
    */
   struct stream_map found, damaged;
   bool maps_ok;
+  bool maps_full;               /* they took what they may */
+  uint64_t maps_bytes;
   uint64_t markers;             /* intact grain markers walked */
   uint64_t named;               /* of those, named as found[] says */
   uint64_t named_older;         /* entries naming an older intact one */
