@@ -20,7 +20,7 @@
 
 set -uo pipefail
 
-targets=${FUZZ_TARGETS:-fuzz-descriptor fuzz-header fuzz-image}
+targets=${FUZZ_TARGETS:-fuzz-descriptor fuzz-header fuzz-image fuzz-check}
 seconds=${FUZZ_SECONDS:-20}
 srcdir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 regressions=${FUZZ_REGRESSIONS:-$srcdir/regressions}

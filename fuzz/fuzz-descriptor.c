@@ -19,16 +19,9 @@
 #include <string.h>
 
 #include "descriptor.h"
+#include "fuzz.h"
 #include "vmdk.h"
 
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "%s:%d: invariant failed: %s\n", \
-               __FILE__, __LINE__, #cond); \
-      abort (); \
-    } \
-  } while (0)
 
 static void
 check_descriptor (const struct descriptor *d)

@@ -23,19 +23,12 @@
 #include <string.h>
 
 #include "extent.h"
+#include "fuzz.h"
 #include "gtcache.h"
 #include "header.h"
 #include "io.h"
 #include "vmdk.h"
 
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "%s:%d: invariant failed: %s\n", \
-               __FILE__, __LINE__, #cond); \
-      abort (); \
-    } \
-  } while (0)
 
 static void
 check_sparse (const struct sparse_header *h)

@@ -49,13 +49,10 @@
 
 #include "descriptor.h"
 #include "error.h"
+#include "fuzz-files.h"
 #include "io.h"
 #include "vmdk.h"
 
-#define MAIN_NAME "disk.vmdk"
-#define FILE_MARKER "\n#%FILE "
-#define MAX_NAME 256
-#define MAX_FILES 16
 
 #define READ_WINDOW (1024 * 1024)       /* head and tail of the disk */
 #define HEAD_CHUNK (64 * 1024)
@@ -70,16 +67,6 @@
 #define WRITE_CHUNK (64 * 1024)         /* largest write */
 #define NR_WRITES 8
 #define MAX_WRITE_GRAIN (1024 * 1024)
-#define MAX_FILE_BYTES (64 * 1024 * 1024)
-
-#define CHECK(cond) \
-  do { \
-    if (!(cond)) { \
-      fprintf (stderr, "%s:%d: invariant failed: %s\n", \
-               __FILE__, __LINE__, #cond); \
-      abort (); \
-    } \
-  } while (0)
 
 /* FUZZ_VERBOSE=1 in the environment prints what each input opened
  * as, and every error and log message (to check seeds, or to see what
@@ -315,44 +302,14 @@ descriptor_shared (const uint8_t *f, size_t len)
 }
 
 /* Add the main file and any marker-separated files to src. */
-static int
-add_files (struct vmdk_source *src, const uint8_t *data, size_t size)
+/* Storage shared within a file, or a descriptor naming one file twice. */
+static void
+note_layout (void *opaque, const char *name, bool main, const uint8_t *f,
+             size_t len)
 {
-  const size_t mlen = sizeof FILE_MARKER - 1;
-  const uint8_t *end = data + size, *m;
-  unsigned nr = 0;
-
-  m = memmem (data, size, FILE_MARKER, mlen);
-  if (vmdk_source_memory_add (src, MAIN_NAME, data,
-                              m ? (size_t) (m - data) : size) == -1)
-    return -1;
-  layout_shared = file_layout_shared (data, m ? (size_t) (m - data) : size) ||
-    descriptor_shared (data, m ? (size_t) (m - data) : size);
-
-  while (m != NULL && nr++ < MAX_FILES) {
-    const uint8_t *name = m + mlen, *nl, *body, *next;
-    char namebuf[MAX_NAME + 1];
-    size_t namelen;
-
-    nl = memchr (name, '\n', end - name);
-    if (nl == NULL)
-      break;
-    body = nl + 1;
-    next = memmem (body, end - body, FILE_MARKER, mlen);
-    namelen = nl - name;
-    if (namelen > 0 && namelen <= MAX_NAME &&
-        memchr (name, '\0', namelen) == NULL) {
-      memcpy (namebuf, name, namelen);
-      namebuf[namelen] = '\0';
-      if (vmdk_source_memory_add (src, namebuf, body,
-                                  (next ? next : end) - body) == -1)
-        return -1;
-      if (!layout_shared)
-        layout_shared = file_layout_shared (body, (next ? next : end) - body);
-    }
-    m = next;
-  }
-  return 0;
+  if (!layout_shared)
+    layout_shared = file_layout_shared (f, len) ||
+      (main && descriptor_shared (f, len));
 }
 
 struct map_check {
@@ -511,135 +468,16 @@ map_everything (struct vmdk_image *img, uint64_t size)
   }
 }
 
-/* A source that lends the files of another: closing it leaves them
- * alone, so that the same memory files can be opened again after a
- * vmdk_close (to check that writes persisted).
- */
-struct borrowed_source {
-  struct vmdk_source src;
-  struct vmdk_source *inner;
-};
-
-/* Files may not grow past MAX_FILE_BYTES: corrupt metadata can point
- * writes terabytes into a file, which a real file stores as a sparse
- * hole but the memory source would try to allocate.  The limit acts
- * like a full disk (EFBIG), an error path worth fuzzing too.  Only the
- * growing operations of the memory files' ops table are wrapped: the
- * io objects are the memory source's own.
- */
-static const struct vmdk_io_ops *mem_ops;
-static struct vmdk_io_ops limited_ops;
-
-static int
-too_big (struct vmdk_io *io, uint64_t offset, uint64_t count)
-{
-  if (offset > MAX_FILE_BYTES || count > MAX_FILE_BYTES - offset)
-    return vmdk_error (EFBIG, "%s: fuzz-image: the file would grow past "
-                       "%d bytes (offset %" PRIu64 ", %" PRIu64 " bytes)",
-                       io->name, MAX_FILE_BYTES, offset, count);
-  return 0;
-}
-
-static int
-limited_pwrite (struct vmdk_io *io, const void *buf, size_t count,
-                uint64_t offset)
-{
-  if (too_big (io, offset, count) == -1)
-    return -1;
-  return mem_ops->pwrite (io, buf, count, offset);
-}
-
-static int
-limited_punch (struct vmdk_io *io, uint64_t offset, uint64_t count)
-{
-  if (too_big (io, offset, count) == -1)
-    return -1;
-  return mem_ops->punch (io, offset, count);
-}
-
-static int
-limited_zero_range (struct vmdk_io *io, uint64_t offset, uint64_t count)
-{
-  if (too_big (io, offset, count) == -1)
-    return -1;
-  return mem_ops->zero_range (io, offset, count);
-}
-
-static int
-limited_extend (struct vmdk_io *io, uint64_t size)
-{
-  if (too_big (io, size, 0) == -1)
-    return -1;
-  return mem_ops->extend (io, size);
-}
-
-static int
-limited_truncate (struct vmdk_io *io, uint64_t size)
-{
-  if (too_big (io, size, 0) == -1)
-    return -1;
-  return mem_ops->truncate (io, size);
-}
-
-static struct vmdk_io *
-borrowed_open (struct vmdk_source *src, const char *name, bool readonly)
-{
-  struct vmdk_source *inner = ((struct borrowed_source *) src)->inner;
-  struct vmdk_io *io = inner->ops->open (inner, name, readonly);
-
-  if (io == NULL)
-    return NULL;
-  if (mem_ops == NULL) {
-    mem_ops = io->ops;
-    limited_ops = *mem_ops;
-    if (mem_ops->pwrite)
-      limited_ops.pwrite = limited_pwrite;
-    if (mem_ops->punch)
-      limited_ops.punch = limited_punch;
-    if (mem_ops->zero_range)
-      limited_ops.zero_range = limited_zero_range;
-    if (mem_ops->extend)
-      limited_ops.extend = limited_extend;
-    if (mem_ops->truncate)
-      limited_ops.truncate = limited_truncate;
-  }
-  CHECK (io->ops == mem_ops);
-  io->ops = &limited_ops;
-  return io;
-}
-
-static struct vmdk_source *
-borrowed_subdir (struct vmdk_source *src, const char *dir)
-{
-  struct vmdk_source *inner = ((struct borrowed_source *) src)->inner;
-
-  return inner->ops->subdir (inner, dir);
-}
-
-static void
-borrowed_close (struct vmdk_source *src)
-{
-  free (src);
-}
-
-static const struct vmdk_source_ops borrowed_ops = {
-  .open = borrowed_open,
-  .subdir = borrowed_subdir,
-  .close = borrowed_close,
-};
-
 static struct vmdk_image *
 open_image (struct vmdk_source *files, const struct vmdk_options *opts,
             const char *what)
 {
-  struct borrowed_source *b = malloc (sizeof *b);
+  struct vmdk_source *b = fuzz_borrow_files (files);
   struct vmdk_image *img;
 
   if (b == NULL)
     return NULL;
-  b->src.ops = &borrowed_ops;
-  b->inner = files;
-  img = vmdk_open_source (&b->src, MAIN_NAME, opts);
+  img = vmdk_open_source (b, MAIN_NAME, opts);
   if (img == NULL) {
     note_error (what);
     return NULL;
@@ -960,7 +798,8 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   files = vmdk_source_memory_new ();
   if (files == NULL)
     return 0;
-  if (add_files (files, data, size) == 0) {
+  layout_shared = false;
+  if (fuzz_add_files (files, data, size, note_layout, NULL) == 0) {
     nr_errors = 0;
     img = open_image (files, &opts, "open");
     if (img) {

@@ -35,7 +35,8 @@ corpus=${VMDK_CORPUS:-$srcdir/../../shared/corpus}
 max=${FUZZ_SEED_MAX:-524288}
 
 rm -rf "$out"
-mkdir -p "$out/fuzz-image" "$out/fuzz-header" "$out/fuzz-descriptor"
+mkdir -p "$out/fuzz-image" "$out/fuzz-header" "$out/fuzz-descriptor" \
+         "$out/fuzz-check"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -222,6 +223,44 @@ else
   echo "make-seeds.sh: $corpus not found: no real-world seeds" >&2
 fi
 
-for t in fuzz-image fuzz-header fuzz-descriptor; do
+# 4. fuzz-check: every image seed, and qemu-img's sparse image broken
+# each way vmdk check finds (the repair starts only on a finding).
+cp "$out"/fuzz-image/* "$out/fuzz-check/"
+# poke FILE OFFSET BYTES VALUE: VALUE as BYTES little-endian bytes.
+poke ()
+{
+  local i s=
+  for (( i = 0; i < $3; i++ )); do
+    s+=$(printf '\\x%02x' $(( ($4 >> (8 * i)) & 255 )))
+  done
+  printf "$s" | dd of="$1" bs=1 seek="$2" conv=notrunc status=none
+}
+u32 ()
+{
+  od -An -tu4 -j "$2" -N4 "$1" | tr -d ' '
+}
+if [ -f "${q:-}/monolithicSparse.vmdk" ]; then
+  b=$q/monolithicSparse.vmdk c=$tmp/check.vmdk
+  gt=$(( $(u32 "$b" $(( $(u32 "$b" 56) * 512 ))) * 512 ))
+  rgt=$(( $(u32 "$b" $(( $(u32 "$b" 48) * 512 ))) * 512 ))
+  eof=$(( $(stat -c %s "$b") / 512 + 100 ))
+  check_seed ()
+  {
+    head -c "$max" "$c" > "$out/fuzz-check/$1"
+    cp "$b" "$c"
+  }
+  cp "$b" "$c"
+  poke "$c" $((rgt + 4)) 4 "$eof";   check_seed redundant-table-differs
+  poke "$c" $((gt + 4)) 4 "$eof";    check_seed entry-past-eof
+  poke "$c" $((gt + 4)) 4 "$(u32 "$b" "$gt")"
+  poke "$c" $((rgt + 4)) 4 "$(u32 "$b" "$gt")"; check_seed grain-shared
+  poke "$c" $((gt + 12)) 4 0
+  poke "$c" $((rgt + 12)) 4 0;       check_seed grain-leaked
+  poke "$c" 72 1 1;                  check_seed unclean-shutdown
+  poke "$c" 48 8 "$eof";             check_seed redundant-directory-past-eof
+  poke "$c" $(( $(u32 "$b" 56) * 512 )) 4 "$eof"; check_seed table-past-eof
+fi
+
+for t in fuzz-image fuzz-header fuzz-descriptor fuzz-check; do
   echo "make-seeds.sh: $t: $(find "$out/$t" -type f | wc -l) seeds"
 done

@@ -142,7 +142,7 @@ open_extent_file (struct vmdk_image *img, const char *filename)
 
 /* Read the descriptor embedded in a sparse file, if there is one. */
 static int
-read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
+read_embedded_descriptor (struct main_file *m, struct vmdk_io *io,
                           const struct sparse_header *h)
 {
   uint64_t off, len, file_size;
@@ -167,37 +167,34 @@ read_embedded_descriptor (struct vmdk_image *img, struct vmdk_io *io,
     free (text);
     return -1;
   }
-  img->desc = descriptor_parse (text, len, io->name);
+  m->desc = descriptor_parse (text, len, io->name);
   free (text);
-  if (img->desc == NULL)
+  if (m->desc == NULL)
     return -1;
-  img->desc_offset = off;
-  img->desc_length = len;
+  m->desc_offset = off;
+  m->desc_length = len;
   /* The embedded descriptor describes this very file, whatever name it
    * gives (ovftool writes "generated-stream.vmdk"): never open that name.
    */
-  if (img->desc->nr_extents != 1 ||
-      img->desc->extents[0].type != EXTENT_SPARSE)
+  if (m->desc->nr_extents != 1 ||
+      m->desc->extents[0].type != EXTENT_SPARSE)
     return vmdk_error (EINVAL, "%s: the embedded descriptor must describe "
                        "exactly one SPARSE extent (this file), it has %zu "
-                       "extent lines", io->name, img->desc->nr_extents);
+                       "extent lines", io->name, m->desc->nr_extents);
   return 0;
 }
 
-/* Read the main file: a sparse file with (or without) an embedded
- * descriptor, or a text descriptor.  On return img->desc is set, and
- * *self is the main file's io if it is itself the (only) extent.
+/* Read the main file into m: a sparse file with (or without) an
+ * embedded descriptor, or a text descriptor.
  */
 static int
-read_main_file (struct vmdk_image *img, struct vmdk_io *io,
-                struct vmdk_io **self)
+read_main_file (struct vmdk_io *io, struct main_file *m)
 {
   unsigned char first[SPARSE_HEADER_SIZE];
   uint64_t size;
   int64_t n;
   char *text;
 
-  *self = NULL;
   n = io->ops->pread (io, first, sizeof first, 0);
   if (n == -1)
     return -1;
@@ -209,12 +206,12 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
                          " of %d bytes)", io->name, n, SPARSE_HEADER_SIZE);
     if (sparse_header_decode (first, &h, io->name) == -1)
       return -1;
-    *self = io;
-    if (read_embedded_descriptor (img, io, &h) == -1)
+    m->self = io;
+    if (read_embedded_descriptor (m, io, &h) == -1)
       return -1;
-    if (img->desc == NULL)
-      img->desc = descriptor_new_bare (h.capacity, EXTENT_SPARSE, io->name);
-    return img->desc ? 0 : -1;
+    if (m->desc == NULL)
+      m->desc = descriptor_new_bare (h.capacity, EXTENT_SPARSE, io->name);
+    return m->desc ? 0 : -1;
   }
   if (n >= 4 && cowd_is_magic (first)) {
     uint64_t capacity;
@@ -223,9 +220,9 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
       return vmdk_error (EINVAL, "%s: COWD header is truncated", io->name);
     if (cowd_capacity (first, &capacity, io->name) == -1)
       return -1;
-    *self = io;
-    img->desc = descriptor_new_bare (capacity, EXTENT_VMFSSPARSE, io->name);
-    return img->desc ? 0 : -1;
+    m->self = io;
+    m->desc = descriptor_new_bare (capacity, EXTENT_VMFSSPARSE, io->name);
+    return m->desc ? 0 : -1;
   }
 
   if (io->ops->get_size (io, &size) == -1)
@@ -246,20 +243,44 @@ read_main_file (struct vmdk_image *img, struct vmdk_io *io,
     return -1;
   }
   descriptor_warn_text_after_nul (text, size, io->name);
-  img->desc = descriptor_parse (text, size, io->name);
+  m->desc = descriptor_parse (text, size, io->name);
   free (text);
-  img->desc_offset = 0;
-  img->desc_length = size;
-  return img->desc ? 0 : -1;
+  m->desc_offset = 0;
+  m->desc_length = size;
+  return m->desc ? 0 : -1;
+}
+
+int
+image_read_main_file (struct vmdk_io *io, struct main_file *m)
+{
+  memset (m, 0, sizeof *m);
+  if (read_main_file (io, m) == 0)
+    return 0;
+  descriptor_free (m->desc);
+  m->desc = NULL;
+  return -1;
+}
+
+int
+image_sparse_magic (struct vmdk_io *io)
+{
+  unsigned char magic[4];
+  int64_t n;
+
+  n = io->ops->pread (io, magic, sizeof magic, 0);
+  if (n == -1)
+    return -1;
+  if (n == 4 && sparse_header_is_magic (magic))
+    return SPARSE_KDMV;
+  if (n == 4 && cowd_is_magic (magic))
+    return SPARSE_COWD;
+  return SPARSE_NEITHER;
 }
 
 static int
 init_extent (struct vmdk_image *img, struct extent *e,
              const struct descriptor_extent *de, struct vmdk_io *self)
 {
-  unsigned char magic[4];
-  int64_t n;
-
   if (de->type != EXTENT_ZERO) {
     e->io = self ? self : open_extent_file (img, de->filename);
     if (e->io == NULL)
@@ -275,18 +296,14 @@ init_extent (struct vmdk_image *img, struct extent *e,
     return extent_flat_init (e, 0);
   case EXTENT_SPARSE:
   case EXTENT_VMFSSPARSE:
-    /* Both hosted sparse (KDMV) and COWD files appear under either
-     * name; the magic decides.
-     */
-    n = e->io->ops->pread (e->io, magic, sizeof magic, 0);
-    if (n == -1)
-      return -1;
-    if (n == 4 && sparse_header_is_magic (magic))
-      return extent_sparse_init (e, img->cache);
-    if (n == 4 && cowd_is_magic (magic))
-      return extent_cowd_init (e, img->cache);
-    return vmdk_error (EINVAL, "%s: sparse extent has neither \"KDMV\" nor "
-                       "\"COWD\" magic", e->io->name);
+    switch (image_sparse_magic (e->io)) {
+    case SPARSE_KDMV: return extent_sparse_init (e, img->cache);
+    case SPARSE_COWD: return extent_cowd_init (e, img->cache);
+    case SPARSE_NEITHER:
+      return vmdk_error (EINVAL, "%s: sparse extent has neither \"KDMV\" "
+                         "nor \"COWD\" magic", e->io->name);
+    default: return -1;
+    }
   case EXTENT_SESPARSE:
     return extent_sesparse_init (e, img->cache);
   }
@@ -351,7 +368,8 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
                  struct chain *chain)
 {
   struct vmdk_image *img;
-  struct vmdk_io *main_io, *self;
+  struct vmdk_io *main_io;
+  struct main_file m;
 
   img = calloc (1, sizeof *img);
   if (img == NULL) {
@@ -378,9 +396,13 @@ image_open_link (struct vmdk_source *src, bool owns_src, const char *name,
   if (main_io == NULL || remember_io (img, main_io) == -1)
     goto err;
   if (chain_enter (chain, main_io) == -1 ||
-      read_main_file (img, main_io, &self) == -1 ||
-      check_create_type (img, opts) == -1 ||
-      build_extents (img, self) == -1 ||
+      image_read_main_file (main_io, &m) == -1)
+    goto err;
+  img->desc = m.desc;
+  img->desc_offset = m.desc_offset;
+  img->desc_length = m.desc_length;
+  if (check_create_type (img, opts) == -1 ||
+      build_extents (img, m.self) == -1 ||
       (!opts->single_link && chain_take_cowd_parent_name (img) == -1))
     goto err;
   if (image_has_parent (img) && !opts->single_link &&
@@ -460,31 +482,45 @@ image_open_hint (struct vmdk_source *src, const char *hint,
   return open_top (src, false, hint, true, opts);
 }
 
-struct vmdk_image *
-vmdk_open (const char *path, const struct vmdk_options *opts)
+struct vmdk_source *
+image_path_source (const char *path, const struct vmdk_file_policy *policy,
+                   char **name)
 {
-  char *real, *dir_copy, *base_copy;
-  struct vmdk_source *src;
-  struct vmdk_image *img = NULL;
+  char *real, *dir_copy = NULL;
+  struct vmdk_source *src = NULL;
 
+  *name = NULL;
   real = realpath (path, NULL);
   if (real == NULL) {
     vmdk_error (errno, "realpath: %s: %m", path);
     return NULL;
   }
   dir_copy = strdup (real);
-  base_copy = strdup (real);
-  if (dir_copy == NULL || base_copy == NULL) {
+  *name = strdup (basename (real));
+  if (dir_copy == NULL || *name == NULL)
     vmdk_error (ENOMEM, "strdup: %m");
-    goto out;
+  else
+    src = vmdk_source_posix_new (dirname (dir_copy), policy);
+  if (src == NULL) {
+    free (*name);
+    *name = NULL;
   }
-  src = vmdk_source_posix_new (dirname (dir_copy), opts ? &opts->files : NULL);
-  if (src)
-    img = vmdk_open_source (src, basename (base_copy), opts);
- out:
   free (real);
   free (dir_copy);
-  free (base_copy);
+  return src;
+}
+
+struct vmdk_image *
+vmdk_open (const char *path, const struct vmdk_options *opts)
+{
+  struct vmdk_source *src;
+  struct vmdk_image *img = NULL;
+  char *name;
+
+  src = image_path_source (path, opts ? &opts->files : NULL, &name);
+  if (src)
+    img = vmdk_open_source (src, name, opts);
+  free (name);
   return img;
 }
 

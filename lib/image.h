@@ -57,6 +57,28 @@ struct chain {
 
 /* image.c */
 
+/* What a link's main file holds. */
+struct main_file {
+  struct descriptor *desc;      /* given, embedded, or made for a bare file */
+  uint64_t desc_offset, desc_length;  /* the descriptor's bytes in it */
+  struct vmdk_io *self;         /* the file is itself the only extent */
+};
+/* Read the main file: a sparse file with (or without) an embedded
+ * descriptor, or a text descriptor.  On error nothing is kept.
+ */
+extern int image_read_main_file (struct vmdk_io *io, struct main_file *m);
+/* Which sparse format a file holds, by its magic (both hosted sparse
+ * and COWD files appear under either extent type): SPARSE_*, or -1.
+ */
+enum { SPARSE_NEITHER, SPARSE_KDMV, SPARSE_COWD };
+extern int image_sparse_magic (struct vmdk_io *io);
+/* A POSIX source for the directory of path (resolved), under policy,
+ * and in *name the file's name in it (malloc'd).  NULL on error.
+ */
+extern struct vmdk_source *image_path_source (const char *path,
+                                              const struct vmdk_file_policy *policy,
+                                              char **name);
+
 /* Open one link (and, unless opts->single_link, its parents). */
 extern struct vmdk_image *image_open_link (struct vmdk_source *src,
                                            bool owns_src, const char *name,

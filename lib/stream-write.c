@@ -1024,6 +1024,7 @@ stream_writer_new (struct vmdk_io *io, struct stream *reader,
    * recovered image) is simply overwritten and cut at the next flush.
    */
   w->tail_valid = has_tail;
+  w->changed = !has_tail;       /* so the next flush writes one */
   /* What every flush leaves: VMware's stream header (version 3, the
    * newline test, compressed grains with markers, the directory at the
    * end; no redundant directory, which nothing would keep in step).

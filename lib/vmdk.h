@@ -311,6 +311,81 @@ extern int vmdk_compression_level_parse (const char *value, int *level);
  */
 extern int vmdk_parse_size (const char *str, uint64_t *size);
 
+/* Checking and repairing (check*.c).  The files of the top link are
+ * checked from their metadata (grain data is not read, but for the
+ * compressed grains of streamOptimized files, which are inflated); the
+ * parents of a snapshot chain are opened only to compare CIDs.
+ *
+ * Each finding names the file, the structure ("table": "grain table",
+ * "redundant grain directory", "header", "footer", ...) with its index
+ * and the entry when there is one, and byte offsets: where the bad item
+ * is in the file, and where it points.  Numbers that do not apply are
+ * -1.
+ */
+enum vmdk_check_kind {
+  VMDK_CHECK_CORRUPT,         /* inconsistent: data may be wrong or lost */
+  VMDK_CHECK_LEAK,            /* space in a file that nothing references */
+  VMDK_CHECK_NOTE,            /* worth knowing, not an inconsistency */
+  VMDK_CHECK_REPAIRED,        /* what a repair did */
+  VMDK_CHECK_NOT_REPAIRED,    /* what a repair left alone, and why */
+};
+
+struct vmdk_check_finding {
+  enum vmdk_check_kind kind;
+  const char *code;           /* stable short name: "gte-past-eof", ... */
+  const char *file;           /* the file; NULL: the image as a whole */
+  const char *table;          /* the structure concerned, or NULL */
+  int64_t table_index;        /* its number (grain table 3), or -1 */
+  int64_t entry;              /* the entry in it, or -1 */
+  int64_t offset;             /* byte offset in the file of the item */
+  int64_t target;             /* byte offset the item points at */
+  /* Disk bytes whose reads the finding concerns (length 0: none). */
+  uint64_t disk_offset, disk_length;
+  /* More than 1: this finding stands for count like ones (the rest of
+   * a kind in one file beyond max_reports are summed up in one).
+   */
+  uint64_t count;
+  const char *message;        /* a sentence naming all of the above */
+};
+
+typedef void (*vmdk_check_fn) (void *opaque,
+                               const struct vmdk_check_finding *f);
+
+struct vmdk_check_options {
+  /* Repair what can be made consistent without losing a valid grain.
+   * All findings are reported first, then what was done.
+   */
+  bool repair;
+  vmdk_check_fn fn;
+  void *opaque;
+  /* Findings of one kind reported per file; the rest are counted and
+   * summed up in one finding (0: 20).
+   */
+  unsigned max_reports;
+  struct vmdk_file_policy files;
+};
+
+struct vmdk_check_summary {
+  uint64_t corruptions, leaks, notes;   /* findings of each kind */
+  uint64_t leaked_bytes;
+  uint64_t repairs, not_repaired;       /* actions, and refusals */
+  uint64_t files;                       /* files checked */
+  uint64_t grains;                      /* allocated grains seen */
+};
+
+/* Check (and with opts->repair, repair) the image at path.  Returns 0
+ * with the counts in *sum, or -1 with an error if the image could not
+ * be opened or read at all.
+ */
+extern int vmdk_check (const char *path, const struct vmdk_check_options *opts,
+                       struct vmdk_check_summary *sum);
+/* The same, with files supplied by a byte source (which the call does
+ * not take over).
+ */
+extern int vmdk_check_source (struct vmdk_source *src, const char *name,
+                              const struct vmdk_check_options *opts,
+                              struct vmdk_check_summary *sum);
+
 /* The library that inflates compressed grains: "libdeflate" or "zlib". */
 extern const char *vmdk_inflate_backend (void);
 
