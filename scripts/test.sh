@@ -8,12 +8,14 @@
 #   1. install missing Debian packages (scripts/deps.sh);
 #   2. build in the source tree with --enable-werror and run make -k check;
 #   3. build a copy of the sources in build-sanitizers/ with
-#      --enable-sanitizers --enable-werror (ASan + UBSan) and run make -k
-#      check there: the lib/ unit tests, and the end-to-end tests with
-#      the plugin loaded into nbdkit with the sanitizer runtimes
-#      preloaded (tests/wrappers/nbdkit);
+#      --enable-sanitizers --enable-werror (ASan + UBSan) and run
+#      make -k check-sanitizers there: the lib/ unit tests, and the
+#      end-to-end tests that drive the most engine code with hostile
+#      input (SANITIZER_E2E_TESTS in tests/Makefile.am), with the plugin
+#      loaded into nbdkit with the sanitizer runtimes preloaded
+#      (tests/wrappers/nbdkit); VMDK_SANITIZE_ALL=1 runs every test there;
 #   4. build a copy in build-fuzz/ with --enable-fuzzing and run the
-#      bounded fuzzing check (make -C fuzz check-fuzz, about a minute;
+#      bounded fuzzing check (make -C fuzz check-fuzz, 10 s per target;
 #      counted as one test);
 #   5. print the failed tests with the tail of their logs, then a summary
 #      counted from the automake test-suite.log files.  The last line is
@@ -195,17 +197,19 @@ if [ "$rc" -eq 0 ]; then
   # load otherwise) and works around the exit hang they cause in nbdkit
   # (see LOCPATH there).  The corpus is the one next to the source tree
   # (this copy is one directory deeper).
-  step "make -k check in build-sanitizers/ (ASan+UBSan)"
+  target=check-sanitizers
+  if [ "${VMDK_SANITIZE_ALL:-0}" = 1 ]; then target=check; fi
+  step "make -k $target in build-sanitizers/tests (ASan+UBSan)"
   VMDK_CORPUS=${VMDK_CORPUS:-$srcdir/../shared/corpus} \
-    make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir" check || rc=$?
+    make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir/tests" "$target" || rc=$?
   collect_logs "$sanitizer_dir" "make check (sanitizers)" "$rc"
 else
   extra_failures+=("sanitizer build in build-sanitizers/ failed")
 fi
 
 # ---------------------------------------------------------------------
-# A short, bounded fuzzing run (about a minute): replays every saved
-# regression input, then fuzzes each libFuzzer target for 20 s.  It
+# A short, bounded fuzzing run: replays every saved regression input,
+# then fuzzes each libFuzzer target for 10 s.  It
 # needs clang's libFuzzer; without it the step is counted as skipped.
 step "fuzzing in build-fuzz/ (libFuzzer, bounded run)"
 fuzz_dir=$srcdir/build-fuzz
@@ -216,7 +220,7 @@ if [ "$rc" -eq 0 ] && ! vmdk_build "$fuzz_dir" --enable-fuzzing; then
   rc=77
 fi
 if [ "$rc" -eq 0 ]; then
-  make -C "$fuzz_dir/fuzz" check-fuzz || rc=$?
+  make -C "$fuzz_dir/fuzz" check-fuzz FUZZ_CHECK_SECONDS=10 || rc=$?
 fi
 case "$rc" in
   0) extra_passes=$((extra_passes + 1)) ;;
