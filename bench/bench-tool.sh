@@ -23,9 +23,11 @@
 # compared with SRC (qemu-img compare) once.  The inputs are read once
 # (cat > /dev/null) before each conversion, and "sync" runs between
 # conversions (not timed), so that neither tool pays for the other's
-# dirty pages.  Note: vmdk convert flushes its output to stable storage
-# before it exits; qemu-img convert (cache mode "unsafe" by default)
-# does not, which the figures do not correct for.
+# dirty pages.  Each time ends when the output is on stable storage
+# ("sync OUT", fsync, is timed after each command): vmdk convert
+# flushes its output before it exits, qemu-img convert (cache mode
+# "unsafe" by default) leaves it in the page cache, and a conversion is
+# only done when the disk can be used after a power cut.
 #
 # Options:
 #   --size=SIZE    the size of the source (K, M, G, T suffixes)
@@ -116,6 +118,7 @@ run ()
   start=$(date +%s.%N)
   # shellcheck disable=SC2086 # the arguments are words
   "$cmd" $args
+  sync "${output[$t]}"
   end=$(date +%s.%N)
   seconds[$t,$who,$round]=$(echo "$end - $start" | bc)
   if [ "$round" -eq 1 ]; then
