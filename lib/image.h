@@ -4,9 +4,10 @@
  */
 
 /* The image object, inside lib/: one link of a snapshot chain, with
- * its descriptor, files and extents.  image.c opens a link and serves
- * reads and block status, chain.c opens its parents, write.c changes
- * the top link.  Front ends see only the opaque struct of vmdk.h.
+ * its descriptor, files and extents.  image.c opens a link, read.c
+ * reads it, map.c answers block status, chain.c opens its parents,
+ * write.c changes the top link.  Front ends see only the opaque struct
+ * of vmdk.h.
  */
 
 #ifndef VMDK_IMAGE_H
@@ -92,6 +93,9 @@ extern struct vmdk_image *image_open_link (struct vmdk_source *src,
 extern struct vmdk_image *image_open_hint (struct vmdk_source *src,
                                            const char *hint,
                                            const struct vmdk_options *opts);
+
+/* read.c */
+
 /* The extent containing offset, which must be < img->size. */
 extern struct extent *image_find_extent (struct vmdk_image *img,
                                          uint64_t offset);

@@ -38,7 +38,7 @@ run ()
 # (lib/image.c), both VMDK_DEBUG_OPEN.
 open_re='debug: d\.vmdk: sparse v1 flags 0x[0-9a-f]+ capacity 20480 grain 128 gtes/gt 512 gd@[0-9]+ rgd@[0-9]+ overhead [0-9]+ tables 1'
 summary_re='debug: d\.vmdk: createType=monolithicSparse, 1 extents, 10485760 bytes, grain 65536'
-# One line per run read (lib/image.c), VMDK_DEBUG_GRAINS.
+# One line per run read (lib/read.c), VMDK_DEBUG_GRAINS.
 grains_re='debug: pread: offset 1048576 len [0-9]+ kind [0-9]+ file offset [1-9][0-9]*'
 # Grain table loads (lib/graindir.c), VMDK_DEBUG_CACHE.
 cache_re='debug: d\.vmdk: loaded grain table 0 from offset [0-9]+'
