@@ -276,11 +276,30 @@ static const struct vmdk_io_ops posix_io_ops = {
   .close = posix_close,
 };
 
+/* fd, opened as name, as an I/O object; NULL on error (fd stays the
+ * caller's).
+ */
+static struct vmdk_io *
+posix_io_new (int fd, const char *name, bool is_device)
+{
+  struct posix_io *p = calloc (1, sizeof *p);
+
+  if (p == NULL || (p->io.name = strdup (name)) == NULL) {
+    vmdk_error (ENOMEM, "calloc: %m");
+    free (p);
+    return NULL;
+  }
+  p->io.ops = &posix_io_ops;
+  p->fd = fd;
+  p->is_device = is_device;
+  return &p->io;
+}
+
 static struct vmdk_io *
 posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
 {
   struct posix_source *s = (struct posix_source *) src;
-  struct posix_io *p;
+  struct vmdk_io *io;
   char *where = NULL;
   bool is_device = false;
   int fd;
@@ -308,17 +327,10 @@ posix_source_open (struct vmdk_source *src, const char *name, bool readonly)
     return NULL;
   }
 
-  p = calloc (1, sizeof *p);
-  if (p == NULL || (p->io.name = strdup (name)) == NULL) {
-    vmdk_error (ENOMEM, "calloc: %m");
-    free (p);
+  io = posix_io_new (fd, name, is_device);
+  if (io == NULL)
     close (fd);
-    return NULL;
-  }
-  p->io.ops = &posix_io_ops;
-  p->fd = fd;
-  p->is_device = is_device;
-  return &p->io;
+  return io;
 }
 
 /* A new file is a plain name in our own directory: no walk, and
@@ -329,7 +341,7 @@ static struct vmdk_io *
 posix_source_create (struct vmdk_source *src, const char *name)
 {
   struct posix_source *s = (struct posix_source *) src;
-  struct posix_io *p;
+  struct vmdk_io *io;
   int fd;
 
   if (name[0] == '\0' || strchr (name, '/') || strcmp (name, ".") == 0 ||
@@ -348,17 +360,12 @@ posix_source_create (struct vmdk_source *src, const char *name)
       vmdk_error (errno, "create: %s/%s: %m", s->dir, name);
     return NULL;
   }
-  p = calloc (1, sizeof *p);
-  if (p == NULL || (p->io.name = strdup (name)) == NULL) {
-    vmdk_error (ENOMEM, "calloc: %m");
-    free (p);
+  io = posix_io_new (fd, name, false);
+  if (io == NULL) {
     close (fd);
     unlinkat (s->dirfd, name, 0);
-    return NULL;
   }
-  p->io.ops = &posix_io_ops;
-  p->fd = fd;
-  return &p->io;
+  return io;
 }
 
 static int
