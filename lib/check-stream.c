@@ -45,6 +45,7 @@
 #include "le.h"
 #include "stream.h"
 #include "stream-map.h"
+#include "zero.h"
 
 /* Memory for the maps of the grain markers found. */
 #define MAPS_BYTES (UINT64_C (256) << 20)
@@ -53,12 +54,6 @@
 
 /* ------------------------------------------------------------------ */
 /* The footer. */
-
-static bool
-all_zero (const unsigned char *p, size_t n)
-{
-  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
-}
 
 /* With GD_AT_END: footer marker, footer, end-of-stream marker in the
  * last three sectors; the footer must be the header with the real
@@ -107,7 +102,7 @@ read_footer (struct stream_ctx *s)
                   "%s: the footer (byte %" PRIu64 ") disagrees with the "
                   "header on version, capacity, grain, table size, "
                   "descriptor or overHead", file, at + SECTOR);
-  if (!all_zero (eos, 16) || get_le32 (eos + 12) != MARKER_EOS) {
+  if (!is_all_zero (eos, 16) || get_le32 (eos + 12) != MARKER_EOS) {
     check_report (s->c, VMDK_CHECK_CORRUPT, "eos-missing",
                   where_at ("stream", -1, -1, at + 2 * SECTOR, -1),
                   "%s: the footer is followed by no end-of-stream marker "

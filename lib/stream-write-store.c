@@ -23,6 +23,7 @@
 #include "le.h"
 #include "stream.h"
 #include "stream-write-internal.h"
+#include "zero.h"
 
 /* Sparse extent files address sectors with 32-bit entries. */
 #define MAX_STREAM_BYTES ((UINT64_C (1) << 32) * SECTOR)
@@ -151,12 +152,6 @@ writer_skip_expected (struct stream_writer *w, uint64_t g)
     w->next_expected++;
 }
 
-static bool
-all_zero (const unsigned char *p, size_t n)
-{
-  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
-}
-
 /* Compress a SEALED buffer (its raw bytes, or the borrowed ones of a
  * whole-grain write): READY it, or drop it if it is all zeroes with
  * nothing below to hide.  Its grain has nothing else in the pipeline.
@@ -172,7 +167,7 @@ writer_compress (struct stream_writer *w, struct gbuf *b)
   long n = 0;
 
   pthread_mutex_unlock (&w->lock);
-  zero = !w->has_parent && all_zero (data, len);
+  zero = !w->has_parent && is_all_zero (data, len);
   if (!zero && blob == NULL)
     n = vmdk_error (ENOMEM, "malloc: %m");
   else if (!zero)

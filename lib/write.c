@@ -19,6 +19,7 @@
 #include "checked.h"
 #include "error.h"
 #include "image.h"
+#include "zero.h"
 
 /* Decide whether the top link can be written; if not, the image stays
  * readable and vmdk_is_writable gives the reason.
@@ -205,12 +206,6 @@ change_range (struct vmdk_image *img, enum change what, const void *buf,
   return 0;
 }
 
-static bool
-all_zero (const unsigned char *b, uint64_t n)
-{
-  return n == 0 || (b[0] == 0 && memcmp (b, b + 1, n - 1) == 0);
-}
-
 /* Refuse a write or zero that touches a RDONLY or NOACCESS extent (or
  * writes non-zero data into a ZERO extent) before anything changes: a
  * request is never half applied.
@@ -236,7 +231,7 @@ check_access (struct vmdk_image *img, const unsigned char *buf,
                          "extent (\"%s\")", img->name, offset, e->line);
     /* A ZERO extent (the only kind without a file) takes only zeroes. */
     if (buf && e->io == NULL &&
-        !all_zero (buf + (offset - start),
+        !is_all_zero (buf + (offset - start),
                    MIN (end, e->start + e->length) - offset))
       return vmdk_error (EPERM, "%s: write of non-zero data at offset %"
                          PRIu64 " into a ZERO extent (\"%s\")", img->name,

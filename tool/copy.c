@@ -24,6 +24,7 @@
 
 #include "copy.h"
 #include "tool.h"
+#include "zero.h"
 #include "vmdk.h"
 
 #define CHUNK (1024 * 1024)
@@ -297,12 +298,6 @@ zero_dst (struct copier *c, uint64_t len, uint64_t offset)
   return -1;
 }
 
-static bool
-is_zero (const unsigned char *p, size_t n)
-{
-  return n == 0 || (p[0] == 0 && memcmp (p, p + 1, n - 1) == 0);
-}
-
 /* Write the chunk, the zero grains apart: runs of like pieces (cut at
  * absolute ZERO_GRANULE boundaries) go out as one request.
  */
@@ -316,7 +311,7 @@ write_chunk (struct copier *c, const unsigned char *buf, size_t len,
   while (pos < len) {
     size_t n = MIN (len - pos,
                     ZERO_GRANULE - (offset + pos) % ZERO_GRANULE);
-    bool z = is_zero (buf + pos, n);
+    bool z = is_all_zero (buf + pos, n);
 
     if (pos > start && z != run_zero) {
       if ((run_zero ? zero_dst (c, pos - start, offset + start)
