@@ -26,7 +26,7 @@ static const uint64_t lengths[] = {
 };
 
 /* At most this much of each block-status answer is read back. */
-#define BS_CHECK_MAX (16 * MiB)
+#define BS_CHECK_MAX (4 * MiB)
 
 static unsigned char *got_buf, *expected_buf;
 

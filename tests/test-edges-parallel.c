@@ -29,7 +29,7 @@
 
 #define HANDLES 4
 #define IN_FLIGHT 64
-#define REQUESTS 384              /* per handle */
+#define REQUESTS 192              /* per handle */
 #define MAX_REQUEST (2 * MiB)
 
 extern char **environ;

@@ -32,17 +32,18 @@ subformats="monolithicSparse monolithicFlat twoGbMaxExtentSparse
 sizes="$((1024 * 1024 + 512))
        $((100 * 1024 * 1024 + 12345 * 512))
        $((5 * 1024 * 1024 * 1024 + 12345 * 512))"
+smallest=$((1024 * 1024 + 512))
 
 start_time=$SECONDS
 
 # read_without_extents VMDK SIZE [NBDKIT-OPTION]: nbdcopy --no-extents
-# of the disk, or of the 128 MiB windows around its start, its 2 GiB
+# of the disk, or of the 64 MiB windows around its start, its 2 GiB
 # boundaries and its end (where make_reference puts data) when it is
 # over 1 GiB, each compared with ref.raw.  With --no-sr the server
 # offers no block status at all, so .extents is never called.
 read_without_extents ()
 {
-    local vmdk=$1 size=$2 opt=${3:-} w=$((128 * 1024 * 1024)) b off len win
+    local vmdk=$1 size=$2 opt=${3:-} w=$((64 * 1024 * 1024)) b off len win
     local -a windows=()
     if [ "$size" -le $((1024 * 1024 * 1024)) ]; then
         windows=("0 $size")
@@ -101,8 +102,11 @@ for size in $sizes; do
         read_without_extents "$vmdk" "$size"
 
         # Without structured replies the client cannot ask for block
-        # status, so .extents is never called.
-        read_without_extents "$vmdk" "$size" --no-sr
+        # status, so .extents is never called.  The reads are those
+        # above, so the smallest disk is enough to show that.
+        if [ "$size" = "$smallest" ]; then
+            read_without_extents "$vmdk" "$size" --no-sr
+        fi
 
         # The server compares what is written to it with what it holds:
         # data ranges by pread, zero ranges of the raw file by checking
