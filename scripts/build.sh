@@ -13,6 +13,7 @@
 #
 # The other scripts source this file for its functions:
 #   vmdk_build DIR [CONFIGURE-ARGS...]   the same, in the tree DIR
+#   vmdk_configure DIR [CONFIGURE-ARGS...]  only the first two steps
 #   vmdk_mirror SRC DEST                 copy the sources of SRC to DEST
 
 set -euo pipefail
@@ -24,9 +25,10 @@ vmdk_jobs ()
   echo "${VMDK_JOBS:-$(nproc)}"
 }
 
-# vmdk_build DIR [CONFIGURE-ARGS...]: build the tree DIR, configured in
-# place.  Returns non-zero if any step fails.
-vmdk_build ()
+# vmdk_configure DIR [CONFIGURE-ARGS...]: autoreconf (when needed) and
+# configure the tree DIR in place, unless it has a Makefile already.
+# Returns non-zero if any step fails.
+vmdk_configure ()
 {
   local dir=$1
   shift
@@ -41,12 +43,19 @@ vmdk_build ()
       echo "build.sh: $dir: ./configure --enable-werror $*"
       ./configure --enable-werror "$@"
     fi
-    echo "build.sh: $dir: make -j$(vmdk_jobs)"
-    make -j"$(vmdk_jobs)"
   )
 }
 
-# vmdk_configured_with DIR ARG: true if DIR was configured with ARG.
+# vmdk_build DIR [CONFIGURE-ARGS...]: configure and build the tree DIR.
+# Returns non-zero if any step fails.
+vmdk_build ()
+{
+  local dir=$1
+  vmdk_configure "$@" || return
+  echo "build.sh: $dir: make -j$(vmdk_jobs)"
+  make -C "$dir" -j"$(vmdk_jobs)"
+}
+
 vmdk_configured_with ()
 {
   [ -x "$1/config.status" ] &&
