@@ -133,6 +133,59 @@ write_in_grain (struct grain_dir *d, struct extent *e, const void *buf,
   return d->io->ops->pwrite (d->io, buf, count, foff + in_grain);
 }
 
+/* A write that starts on a grain and covers several whole grains none
+ * of which holds data (a sequential writer filling a new image):
+ * allocate them as one run, write it with one pwrite and set every
+ * entry, all under the allocation lock as allocate_grain does.  Sets
+ * *done to the bytes written, 0 if fewer than two grains qualify (the
+ * caller then goes grain by grain).
+ */
+static int
+allocate_whole_grains (struct grain_dir *d, struct extent *e,
+                       const void *buf, size_t count, uint64_t offset,
+                       size_t *done)
+{
+  uint64_t g = d->grain_bytes, n = 0, off = 0, foff, i;
+  struct grain_pos p;
+  enum grain_kind kind;
+  int r = 0;
+
+  *done = 0;
+  /* Rewrites of allocated data take no lock. */
+  grain_pos (d, offset, &p);
+  if (current_grain (d, &p, &kind, &foff) == -1)
+    return -1;
+  if (kind == GRAIN_DATA)
+    return 0;
+  pthread_mutex_lock (&d->alloc_lock);
+  while ((n + 1) * g <= count && offset + (n + 1) * g <= e->length) {
+    grain_pos (d, offset + n * g, &p);
+    if (current_grain (d, &p, &kind, &foff) == -1) {
+      r = -1;
+      goto out;
+    }
+    if (kind == GRAIN_DATA)
+      break;
+    n++;
+  }
+  if (n < 2)
+    goto out;
+  if (grain_dir_reserve (d, n * g, d->grain_align, &off) == -1 ||
+      d->io->ops->pwrite (d->io, buf, n * g, off) == -1) {
+    r = -1;
+    goto out;
+  }
+  for (i = 0; i < n && r == 0; ++i) {
+    grain_pos (d, offset + i * g, &p);
+    r = grain_dir_set (d, p.t, p.i, (off + i * g) / SECTOR);
+  }
+  if (r == 0)
+    *done = n * g;
+ out:
+  pthread_mutex_unlock (&d->alloc_lock);
+  return r;
+}
+
 int
 grain_dir_pwrite (struct extent *e, const void *buf, size_t count,
                   uint64_t offset, const struct write_ctx *ctx)
@@ -144,6 +197,18 @@ grain_dir_pwrite (struct extent *e, const void *buf, size_t count,
     size_t n = MIN ((uint64_t) count,
                     d->grain_bytes - offset % d->grain_bytes);
 
+    if (offset % d->grain_bytes == 0 && count >= 2 * d->grain_bytes) {
+      size_t done;
+
+      if (allocate_whole_grains (d, e, b, count, offset, &done) == -1)
+        return -1;
+      if (done > 0) {
+        b += done;
+        offset += done;
+        count -= done;
+        continue;
+      }
+    }
     if (write_in_grain (d, e, b, n, offset, ctx) == -1)
       return -1;
     b += n;
