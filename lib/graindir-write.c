@@ -170,6 +170,14 @@ allocate_whole_grains (struct grain_dir *d, struct extent *e,
   }
   if (n < 2)
     goto out;
+  /* Tables the run needs go before it, so that
+   * the file ends with data, which a repair can move and cut.
+   */
+  for (i = offset / g / d->gtes_per_gt;
+       i <= (offset + (n - 1) * g) / g / d->gtes_per_gt && r == 0; ++i)
+    r = grain_dir_ensure_table (d, i);
+  if (r == -1)
+    goto out;
   if (grain_dir_reserve (d, n * g, d->grain_align, &off) == -1 ||
       d->io->ops->pwrite (d->io, buf, n * g, off) == -1) {
     r = -1;

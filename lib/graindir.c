@@ -475,11 +475,8 @@ check_redundant (struct grain_dir *d, uint64_t t, const unsigned char *table)
 }
 
 int
-grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
+grain_dir_ensure_table (struct grain_dir *d, uint64_t t)
 {
-  unsigned char *table;
-  struct gt_entry *pin;
-
   if (t >= d->nr_gts)
     return vmdk_error (EIO, "%s: write beyond the capacity in the sparse "
                        "header (table %" PRIu64 ")", d->io->name, t);
@@ -487,7 +484,18 @@ grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
     return vmdk_error (EIO, "%s: grain directory entry %" PRIu64
                        " points outside the file: corrupt image",
                        d->io->name, t);
-  if (gt_offset (d, t) == 0 && allocate_table (d, t) == -1)
+  if (gt_offset (d, t) == 0)
+    return allocate_table (d, t);
+  return 0;
+}
+
+int
+grain_dir_set (struct grain_dir *d, uint64_t t, uint32_t i, uint32_t value)
+{
+  unsigned char *table;
+  struct gt_entry *pin;
+
+  if (grain_dir_ensure_table (d, t) == -1)
     return -1;
 
   /* Pin the table and keep it in the cache until flushed. */

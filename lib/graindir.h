@@ -95,6 +95,10 @@ extern uint64_t grain_dir_data_limit (const struct grain_dir *d,
 /* Read entry gte_index of table gt_index (0 if no table). */
 extern int grain_dir_get (struct grain_dir *d, uint64_t gt_index,
                           uint32_t gte_index, uint64_t *gte);
+/* Make sure table gt_index exists: allocate it (zeroed, at the end of
+ * the file) if the GD has none.  Caller holds alloc_lock.
+ */
+extern int grain_dir_ensure_table (struct grain_dir *d, uint64_t gt_index);
 /* Set an entry, allocating its table first if the GD has none.  The
  * new value is visible to lookups at once and reaches the disk at the
  * next grain_dir_flush.  Caller holds alloc_lock.
