@@ -50,10 +50,12 @@ stamp=$tmpdir/stamp
 start_mark=$tmpdir/start
 touch "$start_mark"
 
+# Each step's heading says when it started (seconds into the run), so
+# a slow step shows in any log.
 step ()
 {
   echo
-  echo "=== test.sh: $* ==="
+  echo "=== test.sh: $* (at ${SECONDS}s) ==="
 }
 
 # remove_logs DIR: delete old test-suite.log files so that a step that
