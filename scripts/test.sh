@@ -173,7 +173,7 @@ fi
 if [ "$build_ok" -eq 1 ] && vmdk_build "$srcdir"; then
   step "make -k check"
   rc=0
-  make -k -j"$(vmdk_jobs)" check || rc=$?
+  make -k -j"$(vmdk_test_jobs)" check || rc=$?
   collect_logs "$srcdir" "make check" "$rc"
 else
   extra_failures+=("in-tree build (--enable-werror) failed")
@@ -203,7 +203,7 @@ if [ "$rc" -eq 0 ]; then
   if [ "${VMDK_SANITIZE_ALL:-0}" = 1 ]; then target=check; fi
   step "make -k $target in build-sanitizers/tests (ASan+UBSan)"
   VMDK_CORPUS=${VMDK_CORPUS:-$srcdir/../shared/corpus} \
-    make -k -j"$(vmdk_jobs)" -C "$sanitizer_dir/tests" "$target" || rc=$?
+    make -k -j"$(vmdk_test_jobs)" -C "$sanitizer_dir/tests" "$target" || rc=$?
   collect_logs "$sanitizer_dir" "make check (sanitizers)" "$rc"
 else
   extra_failures+=("sanitizer build in build-sanitizers/ failed")

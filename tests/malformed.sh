@@ -52,7 +52,7 @@ declare -A case_id=()
 # takes longer than this hangs.  FIFO cases wait less (a hang is their
 # likely failure).
 T=${MALFORMED_TIMEOUT:-60}
-T_FIFO=${MALFORMED_FIFO_TIMEOUT:-5}
+T_FIFO=${MALFORMED_FIFO_TIMEOUT:-20}
 if [ "${NBDKIT_VALGRIND:-0}" = 1 ]; then T_FIFO=30; fi
 
 # Set to yes around cases naming host files: a wrongly accepted image is
