@@ -198,12 +198,15 @@ cmp tail.raw out.raw
 
 # prefix_read VMDK OFFSET LENGTH: the first and only read of a fresh
 # server, into prefix.out; its status is the read's, its log prefix.log.
+# (Served with -U -, not socket activation: nbdcopy exits on a failed
+# read without closing, which would leave libnbd's socket directory in
+# /tmp.)
 prefix_read ()
 {
     rm -f prefix.out
-    nbdcopy --no-extents -- [ nbdkit -v -D vmdk.cache=1 --filter=offset \
-                              "$plugin" "$1" offset="$2" range="$3" ] \
-            prefix.out > prefix.log 2>&1
+    nbdkit -U - -v -D vmdk.cache=1 --filter=offset \
+           "$plugin" "$1" offset="$2" range="$3" \
+           --run 'nbdcopy --no-extents "$uri" prefix.out' > prefix.log 2>&1
 }
 
 # tail.vmdk: grains 0 and 1 random, 2 and 3 text, 32 the 3584-byte tail.
