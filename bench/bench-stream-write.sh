@@ -62,12 +62,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [[ $repeat =~ ^[1-9][0-9]*$ ]] || die "--repeat: $repeat is not a positive number"
-case "$size" in
-  *[Gg]) bytes=$(( ${size%?} << 30 )) ;;
-  *[Mm]) bytes=$(( ${size%?} << 20 )) ;;
-  *[Kk]) bytes=$(( ${size%?} << 10 )) ;;
-  *) bytes=$size ;;
-esac
+bytes=$(to_bytes "$size")
 [[ $bytes =~ ^[0-9]+$ ]] && (( bytes >= 64 << 20 && bytes % 512 == 0 )) ||
   die "--size: $size is not a size of at least 64M, a multiple of 512"
 for t in qemu-img nbdkit nbdcopy nbdinfo python3; do

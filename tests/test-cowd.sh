@@ -42,40 +42,6 @@ M=$((1024 * 1024))
 # ---------------------------------------------------------------------
 # Helpers.
 
-# rnd FILE OFFSET LENGTH: random bytes at OFFSET.
-rnd ()
-{
-    dd if=/dev/urandom of="$1" bs=64K count="$3" seek="$2" \
-       iflag=count_bytes,fullblock oflag=seek_bytes conv=notrunc status=none
-}
-
-# put_le32 FILE OFFSET VALUE / get_le32 FILE OFFSET
-put_le32 ()
-{
-    local v=$3
-    printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((v & 255)) \
-              $((v >> 8 & 255)) $((v >> 16 & 255)) $((v >> 24 & 255)))" |
-        dd of="$1" bs=1 seek="$2" conv=notrunc status=none
-}
-get_le32 ()
-{
-    od -An -tu1 -j "$2" -N4 "$1" |
-        awk '{ printf "%.0f\n", $1 + $2 * 256 + $3 * 65536 + $4 * 16777216 }'
-}
-
-# Merge adjacent "offset length type" lines of one type.
-normalize_map ()
-{
-    awk '{
-        if (n && $3 == pt && $1 == ps + pl) pl += $2
-        else {
-            if (n) printf "%.0f %.0f %d\n", ps, pl, pt
-            ps = $1; pl = $2; pt = $3; n = 1
-        }
-    }
-    END { if (n) printf "%.0f %.0f %d\n", ps, pl, pt }'
-}
-
 # Extra plugin parameters for plugin_copy and plugin_map (single-link).
 plugin_args=()
 
@@ -178,40 +144,40 @@ expect_open_error ()
 # sector 0, runs, single sectors, across table boundaries, and in the
 # very last sector.
 truncate -s $((9 * M + 3 * 512)) a.raw
-rnd a.raw 0 $((10 * 512))
-rnd a.raw $((100 * K + 512)) 512
-rnd a.raw $((2 * M - 3 * 512)) $((7 * 512))     # across tables 0/1
-rnd a.raw $((3 * M)) $((64 * K))
-rnd a.raw $((3 * M + 128 * K)) 1000             # partial sectors
-rnd a.raw $((6 * M + 4 * K)) $((300 * K))
-rnd a.raw $((9 * M + 2 * 512)) 512              # last sector
+write_random a.raw 0 $((10 * 512))
+write_random a.raw $((100 * K + 512)) 512
+write_random a.raw $((2 * M - 3 * 512)) $((7 * 512))     # across tables 0/1
+write_random a.raw $((3 * M)) $((64 * K))
+write_random a.raw $((3 * M + 128 * K)) 1000             # partial sectors
+write_random a.raw $((6 * M + 4 * K)) $((300 * K))
+write_random a.raw $((9 * M + 2 * 512)) 512              # last sector
 check_image a 1 a.raw
 
 # b: 8-sector grains (16 MiB a table), 40 MiB + 7 sectors: the last
 # grain is partial, and table 1 (16-32 MiB) is empty.
 truncate -s $((40 * M + 7 * 512)) b.raw
-rnd b.raw 4096 $((20 * K))
-rnd b.raw $((15 * M)) $((2 * M))                # across tables 0/1
-rnd b.raw $((33 * M + 3 * K)) 10
-rnd b.raw $((40 * M + 5 * 512)) 100             # in the partial grain
+write_random b.raw 4096 $((20 * K))
+write_random b.raw $((15 * M)) $((2 * M))                # across tables 0/1
+write_random b.raw $((33 * M + 3 * K)) 10
+write_random b.raw $((40 * M + 5 * 512)) 100             # in the partial grain
 check_image b 8 b.raw
 
 # c: 16-sector grains, one partial table (3 MiB + 5 sectors).
 truncate -s $((3 * M + 5 * 512)) c.raw
-rnd c.raw $((8 * K)) $((8 * K))
-rnd c.raw $((1 * M)) $((1 * M + 512))
-rnd c.raw $((3 * M + 4 * 512)) 512
+write_random c.raw $((8 * K)) $((8 * K))
+write_random c.raw $((1 * M)) $((1 * M + 512))
+write_random c.raw $((3 * M + 4 * 512)) 512
 check_image c 16 c.raw
 
 # d: 128-sector grains (256 MiB a table), full: every grain allocated.
 rm -f d.raw
-rnd d.raw 0 $((12 * M + 64 * K))
+write_random d.raw 0 $((12 * M + 64 * K))
 check_image d 128 d.raw
 
 # e: 1-sector grains, full, 3 MiB: the second table (odd) has every
 # grain out of order, so nothing coalesces there.
 rm -f e.raw
-rnd e.raw 0 $((3 * M))
+write_random e.raw 0 $((3 * M))
 check_image e 1 e.raw
 
 # f: empty: no grain tables at all.
@@ -244,7 +210,7 @@ grep -q 'COWD child of "base-disk.vmdk" (parent generation 1)' child.log
 # the parent fills every other grain.  The child's grains are those of
 # the ranges written into c.raw above, rounded out to 4 KiB.
 rm -f base-disk.raw
-rnd base-disk.raw 0 $((3 * M + 5 * 512))
+write_random base-disk.raw 0 $((3 * M + 5 * 512))
 qemu-img convert -q -f raw -O vmdk -o subformat=monolithicSparse \
          base-disk.raw base-disk.vmdk
 cp base-disk.raw chain.raw
@@ -278,12 +244,12 @@ diff -u c-long.map c-long.plugin-map
 
 # Stale grain-table entries beyond the capacity must not be read: put a
 # bogus pointer in the table slot just past the last sector of c.
-gt0=$(get_le32 c.vmdk $((2048 + 0)))
+gt0=$(u32 c.vmdk $((2048 + 0)))
 last=$(( (sectors - 1) / 16 ))          # the last (partial) grain
 cp c-long.vmdk c-stale.vmdk
 sed -i 's/"c.vmdk"/"c-stale-ext.vmdk"/' c-stale.vmdk
 cp c.vmdk c-stale-ext.vmdk
-put_le32 c-stale-ext.vmdk $((gt0 * 512 + (last + 1) * 4)) 4294967295
+put_u32 c-stale-ext.vmdk $((gt0 * 512 + (last + 1) * 4)) 4294967295
 check_reads c-stale.vmdk c-long.raw no
 
 # ---------------------------------------------------------------------
@@ -292,7 +258,7 @@ check_reads c-stale.vmdk c-long.raw no
 odd_header ()
 {
     cp a.vmdk "$1"
-    put_le32 "$1" "$2" "$3"
+    put_u32 "$1" "$2" "$3"
 }
 
 # More entries than needed is fine (only the needed ones are read).
