@@ -96,6 +96,15 @@ posix_flush (struct vmdk_io *io)
   return 0;
 }
 
+static void
+posix_start_writeback (struct vmdk_io *io, uint64_t offset, uint64_t count)
+{
+  struct posix_io *p = (struct posix_io *) io;
+
+  /* Errors, if any, are the next flush's to report. */
+  (void) sync_file_range (p->fd, offset, count, SYNC_FILE_RANGE_WRITE);
+}
+
 static int
 posix_get_size (struct vmdk_io *io, uint64_t *size)
 {
@@ -265,6 +274,7 @@ static const struct vmdk_io_ops posix_io_ops = {
   .pread = posix_pread,
   .pwrite = posix_pwrite,
   .flush = posix_flush,
+  .start_writeback = posix_start_writeback,
   .get_size = posix_get_size,
   .get_allocated = posix_get_allocated,
   .region = posix_region,

@@ -28,6 +28,12 @@ struct vmdk_io_ops {
   int (*pwrite) (struct vmdk_io *io, const void *buf, size_t count,
                  uint64_t offset);
   int (*flush) (struct vmdk_io *io);
+  /* Optional: start writing [offset, offset+count) back to storage
+   * without waiting for it.  A hint: flush still decides durability
+   * (and reports any error).
+   */
+  void (*start_writeback) (struct vmdk_io *io, uint64_t offset,
+                           uint64_t count);
   int (*get_size) (struct vmdk_io *io, uint64_t *size);
   /* Optional: the bytes the file takes on its host (its allocated
    * blocks; less than its size when it has holes).

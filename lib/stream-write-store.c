@@ -25,9 +25,6 @@
 #include "stream-write-internal.h"
 #include "zero.h"
 
-/* Sparse extent files address sectors with 32-bit entries. */
-#define MAX_STREAM_BYTES ((UINT64_C (1) << 32) * SECTOR)
-
 /* Write the header as it must be, with uncleanShutdown set or clear. */
 static int
 write_header (struct stream_writer *w, uint8_t unclean)
@@ -56,6 +53,24 @@ invalidate_tail (struct stream_writer *w)
   w->file_end = w->data_end;
   stream_set_file_size (w->reader, w->data_end);
   return 0;
+}
+
+/* Once a run of WRITEBACK_BYTES is stored with no grain still being
+ * written below its end, start its writeback.  Lock held; dropped
+ * while starting it.
+ */
+static void
+start_writeback (struct stream_writer *w)
+{
+  uint64_t from = w->writeback_from, to = w->data_end;
+
+  if (w->io->ops->start_writeback == NULL || w->inflight > 0 ||
+      to - from < WRITEBACK_BYTES)
+    return;
+  w->writeback_from = to;
+  pthread_mutex_unlock (&w->lock);
+  w->io->ops->start_writeback (w->io, from, to - from);
+  pthread_mutex_lock (&w->lock);
 }
 
 /* Store a READY grain at the end of the data.  Lock held; dropped
@@ -99,6 +114,8 @@ emit (struct stream_writer *w, struct gbuf *b)
   if (r == -1)
     writer_set_error (w);
   gbuf_finish (w, b);
+  if (r == 0)
+    start_writeback (w);
 }
 
 /* May the lowest READY grain be stored now?  If it is the next in

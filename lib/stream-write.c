@@ -443,6 +443,7 @@ stream_writer_new (struct vmdk_io *io, struct stream *reader,
   w->extent_length = extent_length;
   w->level = level;
   w->data_end = data_end;
+  w->writeback_from = data_end;
   w->file_end = file_size;
   /* A valid tail is cut off before it is overwritten; a torn one (a
    * recovered image) is simply overwritten and cut at the next flush.
