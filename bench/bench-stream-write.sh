@@ -13,8 +13,8 @@
 #
 #   vmdk  nbdkit -U SOCK ./vmdk.so file=OUT.vmdk create=true
 #           create-type=stream-optimized create-size=SIZE, filled by
-#           "nbdcopy RAW $uri" (nbdcopy flushes at the end; the time
-#           includes the server's start and stop)
+#           "nbdcopy RAW $uri"; the time includes the server's start
+#           and its stop, which writes the metadata tail and syncs
 #   qemu  qemu-img convert -f raw -O vmdk -o subformat=streamOptimized
 #
 # and reports both throughputs (MB/s of the raw disk), their ratio
@@ -23,9 +23,10 @@
 # under 256 MiB).  tests/check-stream checks the plugin's output when
 # it has been built.  "sync" runs before each conversion (not timed), so
 # that neither pays for the writeback of the other's output or of the
-# raw file.  The plugin's time includes syncing its output (nbdcopy
-# flushes at the end); qemu-img convert (cache mode "unsafe") does not
-# sync, which the figures do not correct for.
+# raw file.  Each time ends when the output is on stable storage, as in
+# bench-tool.sh: the plugin syncs its output when it stops; qemu-img
+# convert (cache mode "unsafe") leaves it in the page cache, so
+# "sync OUT" is timed after it.
 #
 # Options:
 #   --size=SIZE    the raw disk (default 2G; K, M, G suffixes)
@@ -119,6 +120,7 @@ run_qemu ()
   sync
   t0=$(now)
   qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$raw" "$out"
+  sync "$out"
   t1=$(now)
   mbs "$t0" "$t1"
 }
