@@ -207,7 +207,9 @@ gbuf_finish (struct stream_writer *w, struct gbuf *b)
 }
 
 /* Record the first error of storing a grain: every later request and
- * flush fails with it (the data of a completed write was lost).
+ * flush fails with it, reads and block status too.  The data of a
+ * completed write was lost; serving what the file held before in its
+ * place would hide that.
  */
 void
 writer_set_error (struct stream_writer *w)
@@ -218,11 +220,22 @@ writer_set_error (struct stream_writer *w)
   }
 }
 
+static int
+report_lost_write (const struct stream_writer *w, int err)
+{
+  return vmdk_error (err, "%s: an earlier write could not be stored: %s",
+                     w->io->name, w->errmsg);
+}
+
 int
 writer_check_error (const struct stream_writer *w)
 {
-  if (w->error)
-    return vmdk_error (w->error, "%s: an earlier write could not be "
-                       "stored: %s", w->io->name, w->errmsg);
-  return 0;
+  return w->error ? report_lost_write (w, w->error) : 0;
+}
+
+/* Reads fail with EIO, whatever lost the write (ENOSPC, say). */
+int
+writer_check_readable (const struct stream_writer *w)
+{
+  return w->error ? report_lost_write (w, EIO) : 0;
 }

@@ -130,10 +130,11 @@ extern void buf_pool_put (struct pool *p, void *buf);
 extern void buf_pool_free (struct pool *p);
 
 /* The first error of storing a grain is sticky: every later request
- * and flush fails with it.
+ * (reads and block status too) and flush fails with it.
  */
 extern void writer_set_error (struct stream_writer *w);
 extern int writer_check_error (const struct stream_writer *w);
+extern int writer_check_readable (const struct stream_writer *w);
 
 /* Storing (stream-write-store.c); all with the lock held, which they
  * drop while compressing or writing.

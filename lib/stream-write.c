@@ -119,6 +119,10 @@ stream_writer_read (struct stream_writer *w, const struct run *run,
   int r;
 
   pthread_mutex_lock (&w->lock);
+  if (writer_check_readable (w) == -1) {
+    pthread_mutex_unlock (&w->lock);
+    return -1;
+  }
   b = gbuf_find (w, g, true);
   if (b == NULL)
     b = gbuf_find (w, g, false);
@@ -143,6 +147,10 @@ stream_writer_lookup (struct stream_writer *w, uint64_t offset, uint64_t max,
   uint64_t g = offset / w->grain_bytes, in_grain = offset % w->grain_bytes;
 
   pthread_mutex_lock (&w->lock);
+  if (writer_check_readable (w) == -1) {
+    pthread_mutex_unlock (&w->lock);
+    return -1;
+  }
   run->length = w->grain_bytes - in_grain;
   if (stream_map_get (&w->map, g) || gbuf_find (w, g, true) ||
       gbuf_find (w, g, false)) {

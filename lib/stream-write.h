@@ -33,7 +33,9 @@ stream_writer_new (struct vmdk_io *io, struct stream *reader,
 /* Free the writer (call stream_writer_flush first to keep the data). */
 extern void stream_writer_free (struct stream_writer *w);
 
-/* The extent operations, on a writer. */
+/* The extent operations, on a writer.  Once a grain could not be
+ * stored, every one of them fails (reads with EIO).
+ */
 extern int stream_writer_lookup (struct stream_writer *w, uint64_t offset,
                                  uint64_t max, struct run *run);
 extern int stream_writer_read (struct stream_writer *w, const struct run *run,

@@ -23,11 +23,17 @@
 #     new writes and a clean shutdown leave a valid stream again.
 #  5. Zero and trim of whole grains are not stored; fast zero of part
 #     of a grain is refused.
+#  6. A full disk (a file-size limit): once a written grain cannot be
+#     stored, the flush fails with ENOSPC and reads and block status
+#     fail with EIO, never serving what the file held before; the image
+#     then reopens with every grain old or new, and check --repair
+#     makes it clean.
 
 source "${abs_srcdir:-$(dirname "$0")}/functions.sh"
 set -euo pipefail
 
 requires_plugin
+requires_tool
 requires_cmds nbdkit nbdcopy qemu-img qemu-io cmp
 requires qemu-img --version
 requires_built check-stream
@@ -240,5 +246,38 @@ write_zeroes z.raw $((2 * G)) $((3 * G))
 write_zeroes z.raw $((6 * G)) $G
 write_zeroes z.raw $((10 * G + 512)) 4096
 check_all "zero and trim" z.vmdk z.raw
+
+# ---------------------------------------------------------------------
+# 6. A full disk.  RLIMIT_FSIZE makes pwrite past it fail with EFBIG
+# (SIGXFSZ ignored); 64 constant grains take 64 sectors, past the
+# 4 KiB of room left.
+
+rm -f full.vmdk
+serve file=full.vmdk create=true create-type=stream-optimized create-size=8M \
+      --run true
+limit_kib=$(( $(stat -c %s full.vmdk) / 1024 + 4 ))
+cmds=("?w:0:$((4 * M)):85" "!ENOSPC:f" "!EIO:r:0:$G:85" "!EIO:r:$((6 * M)):$G:0"
+      "!EIO:map:0:$G:0")
+if ( trap '' XFSZ; ulimit -f "$limit_kib"
+     serve file=full.vmdk --run "'$nbd' \"\$uri\" ${cmds[*]}" ) 2> full.log
+then
+    pass "full disk: the flush fails, then reads and block status fail"
+else
+    fail "full disk"; cat full.log
+fi
+if serve file=full.vmdk readonly=true \
+         --run "'$nbd' \"\$uri\" oldnew:0:$((4 * M)):$G:0:85 r:$((4 * M)):$((4 * M)):0" \
+         2> full-reopen.log; then
+    pass "full disk: reopened, every grain old or new"
+else
+    fail "full disk: reopened"; cat full-reopen.log
+fi
+vmdk check --repair full.vmdk > repair.out 2>&1 || :
+if vmdk check full.vmdk > check.out 2>&1; then
+    pass "full disk: clean after check --repair"
+    check_stream "full disk, repaired" full.vmdk
+else
+    fail "full disk: check after repair"; cat repair.out check.out
+fi
 
 check_summary
