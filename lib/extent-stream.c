@@ -153,6 +153,12 @@ find_data_end (struct sparse *s, const char **reason)
     }
     end = MAX (end, div_round_up (pos + GRAIN_MARKER_SIZE + csize, SECTOR));
   }
+  /* New grains go at the end: never past the end of the file. */
+  if (end > s->dir.file_size / SECTOR) {
+    *reason = "overHead or the embedded descriptor lies past the end of "
+      "the file (a truncated or corrupt stream)";
+    return 1;
+  }
   s->data_end = end * SECTOR;
   return 0;
 }

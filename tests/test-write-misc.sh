@@ -7,11 +7,11 @@
 #  1. FUA: advertised, and a FUA write (or zero) into an unallocated
 #     grain is on disk before the reply (QEMU reads the file while the
 #     server still runs); the same after a flush.
-#  2. Refusals: a truncated streamOptimized image, header version 3,
-#     disagreeing grain directories, seSparse and readonly=true open
-#     read-only (can_write,
-#     can_zero and can_trim false, the reason in the log, writes fail
-#     with EPERM, the files stay bit-identical); COWD is either
+#  2. Refusals: a truncated streamOptimized image, one whose overHead
+#     lies past the end of the file, header version 3, disagreeing
+#     grain directories, seSparse and readonly=true open read-only
+#     (can_write, can_zero and can_trim false, the reason in the log,
+#     writes fail with EPERM, the files stay bit-identical); COWD is either
 #     writable (then writes read back) or read-only with a reason.
 #  3. A custom descriptor with RW FLAT, RDONLY FLAT, NOACCESS FLAT, ZERO
 #     and SPARSE extents: RDONLY writes fail with EPERM, NOACCESS with
@@ -143,6 +143,16 @@ head -c $(( $(grain_marker so.vmdk 9) + 100 )) so.vmdk > cut.vmdk
 rm so.vmdk
 refused "truncated streamOptimized" "the last grain's marker is invalid" \
         cut.vmdk
+
+# New grains go after overHead: one past the end of the file (header
+# and footer) would make a file of 512 TiB.
+rm -f ./*.vmdk
+serve file=oh.vmdk create=true create-type=stream-optimized create-size=8M \
+      --run true
+put_le oh.vmdk 64 8 $((1 << 40))
+put_le oh.vmdk $(( $(stat -c %s oh.vmdk) - 1024 + 64 )) 8 $((1 << 40))
+refused "stream overHead past the end of the file" \
+        "overHead or the embedded descriptor lies past the end" oh.vmdk
 
 rm -f ./*.vmdk
 qemu-img convert -f raw -O vmdk src.raw v3.vmdk
